@@ -1,0 +1,183 @@
+"""Readers for the three on-disk digit formats: IDX (gz or plain), Kaggle CSV and Keras NPZ.
+
+Every reader returns uint8 arrays (images N×28×28, labels N) and raises `DataFormatError` naming the
+file and the offset or row when the content is wrong, so a user can find the problem at once.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+IMAGE_SIDE = 28
+PIXELS = IMAGE_SIDE * IMAGE_SIDE
+_GZIP_MAGIC = b"\x1f\x8b"
+_IDX_UBYTE = 0x08
+
+
+class DataFormatError(ValueError):
+    """A data file whose content is not what its format promises."""
+
+
+@dataclass(frozen=True)
+class LabelledImages:
+    """Images (uint8, N×28×28) and their labels (uint8, N), or labels None for an unlabelled set."""
+
+    images: np.ndarray
+    labels: np.ndarray | None
+
+
+def _read_bytes(path: Path) -> bytes:
+    raw = path.read_bytes()
+    if raw[:2] == _GZIP_MAGIC:
+        try:
+            return gzip.decompress(raw)
+        except (OSError, EOFError, zipfile.BadZipFile) as exc:
+            raise DataFormatError(f"{path}: corrupt gzip stream ({exc})") from exc
+    return raw
+
+
+def parse_idx(data: bytes, name: str) -> np.ndarray:
+    """Parse an IDX byte string (already decompressed); `name` is used in error messages."""
+    if len(data) < 4:
+        raise DataFormatError(f"{name}: truncated at offset {len(data)}: no IDX header")
+    if data[0] != 0 or data[1] != 0 or data[2] != _IDX_UBYTE:
+        raise DataFormatError(
+            f"{name}: wrong magic number {data[:4].hex()} at offset 0 "
+            "(expected 0000 08 NN: unsigned-byte IDX)"
+        )
+    ndim = data[3]
+    if ndim not in (1, 3):
+        raise DataFormatError(f"{name}: IDX with {ndim} dimensions at offset 3 (expected 1 or 3)")
+    header_end = 4 + 4 * ndim
+    if len(data) < header_end:
+        raise DataFormatError(f"{name}: truncated at offset {len(data)}: header needs {header_end}")
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    expected = header_end + int(np.prod(shape))
+    if len(data) < expected:
+        raise DataFormatError(
+            f"{name}: truncated at offset {len(data)}: shape {shape} needs {expected} bytes"
+        )
+    if len(data) > expected:
+        raise DataFormatError(
+            f"{name}: {len(data) - expected} unexpected trailing bytes at offset {expected}"
+        )
+    if ndim == 3 and shape[1:] != (IMAGE_SIDE, IMAGE_SIDE):
+        raise DataFormatError(f"{name}: images of {shape[1]}×{shape[2]} (expected 28×28)")
+    array = np.frombuffer(data, dtype=np.uint8, offset=header_end).reshape(shape)
+    if ndim == 1:
+        _check_labels(array, name)
+    return array.copy()
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """Read one IDX file (images N×28×28 or labels N), gzip-compressed or plain."""
+    path = Path(path)
+    return parse_idx(_read_bytes(path), str(path))
+
+
+def _check_labels(labels: np.ndarray, name: str) -> None:
+    bad = np.flatnonzero(labels > 9)
+    if bad.size:
+        raise DataFormatError(f"{name}: label {labels[bad[0]]} at index {bad[0]} is outside 0–9")
+
+
+def _locate_csv_problem(path: Path, has_label: bool) -> DataFormatError:
+    """Re-read a CSV row by row to name the first bad row; only runs after the fast path failed."""
+    width = PIXELS + (1 if has_label else 0)
+    with path.open(newline="") as handle:
+        reader = csv.reader(handle)
+        next(reader, None)
+        for row_number, row in enumerate(reader, start=2):
+            where = f"{path}: row {row_number}"
+            if len(row) != width:
+                return DataFormatError(f"{where}: {len(row)} columns (expected {width})")
+            for column, cell in enumerate(row):
+                try:
+                    value = int(cell)
+                except ValueError:
+                    return DataFormatError(f"{where}, column {column + 1}: not a number: {cell!r}")
+                if has_label and column == 0 and not 0 <= value <= 9:
+                    return DataFormatError(f"{where}: label {value} is outside 0–9")
+                if not 0 <= value <= 255:
+                    return DataFormatError(
+                        f"{where}, column {column + 1}: pixel {value} is outside 0–255"
+                    )
+    return DataFormatError(f"{path}: unreadable CSV")
+
+
+def read_kaggle_csv(path: str | Path) -> LabelledImages:
+    """Read Kaggle's `train.csv` (label,pixel0..pixel783) or `test.csv` (pixel0..pixel783)."""
+    path = Path(path)
+    with path.open(newline="") as handle:
+        header = handle.readline().strip().split(",")
+    if header == [""]:
+        raise DataFormatError(f"{path}: empty file (expected a CSV header)")
+    has_label = header[0].strip().strip('"') == "label"
+    width = PIXELS + (1 if has_label else 0)
+    if len(header) != width:
+        raise DataFormatError(f"{path}: row 1 (header): {len(header)} columns (expected {width})")
+    try:
+        table = np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.int64, ndmin=2)
+    except ValueError:
+        raise _locate_csv_problem(path, has_label) from None
+    if table.shape[0] == 0:
+        raise DataFormatError(f"{path}: no data rows")
+    if table.shape[1] != width:
+        raise _locate_csv_problem(path, has_label)
+    pixels = table[:, 1:] if has_label else table
+    labels = table[:, 0] if has_label else None
+    if pixels.min() < 0 or pixels.max() > 255 or (labels is not None and labels.max() > 9):
+        raise _locate_csv_problem(path, has_label)
+    if labels is not None and labels.min() < 0:
+        raise _locate_csv_problem(path, has_label)
+    images = pixels.astype(np.uint8).reshape(-1, IMAGE_SIDE, IMAGE_SIDE)
+    return LabelledImages(images, None if labels is None else labels.astype(np.uint8))
+
+
+NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+def read_npz(path: str | Path) -> dict[str, np.ndarray]:
+    """Read a Keras-style `mnist.npz` (x_train, y_train, x_test, y_test) without pickle."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            missing = [key for key in NPZ_KEYS if key not in archive.files]
+            if missing:
+                raise DataFormatError(f"{path}: missing arrays {missing} (has {archive.files})")
+            arrays = {key: np.asarray(archive[key]) for key in NPZ_KEYS}
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise DataFormatError(f"{path}: not a readable NPZ archive ({exc})") from exc
+    except ValueError as exc:  # object arrays need pickle, which is refused
+        raise DataFormatError(f"{path}: {exc}") from exc
+    for split in ("train", "test"):
+        images, labels = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if images.ndim != 3 or images.shape[1:] != (IMAGE_SIDE, IMAGE_SIDE):
+            raise DataFormatError(f"{path}: x_{split} has shape {images.shape} (expected N×28×28)")
+        if labels.shape != (images.shape[0],):
+            raise DataFormatError(
+                f"{path}: y_{split} has shape {labels.shape} (expected ({images.shape[0]},))"
+            )
+        for key, top in ((f"x_{split}", 255), (f"y_{split}", 9)):
+            values = arrays[key]
+            if values.size and (values.min() < 0 or values.max() > top):
+                bad = int(np.flatnonzero((values.reshape(values.shape[0], -1) > top).any(1))[0])
+                raise DataFormatError(f"{path}: {key}[{bad}] has a value outside 0–{top}")
+            arrays[key] = values.astype(np.uint8)
+    return arrays
+
+
+def write_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write arrays to `path` so that a kill mid-write never leaves a half-written file."""
+    from digits.atomic import atomic_write_bytes
+
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    atomic_write_bytes(path, buffer.getvalue())
