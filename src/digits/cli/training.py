@@ -1,0 +1,185 @@
+"""`digits models | train | evaluate | compare`: the torch side of the command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from digits.cli.common import app, console, friendly_errors, print_json
+
+
+@app.command("models")
+@friendly_errors
+def models_command(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")] = False,
+) -> None:
+    """The registered models: parameters, layers and what their seed claims."""
+    from digits.models import REGISTRY
+
+    rows: list[dict[str, Any]] = [
+        {
+            "name": spec.name,
+            "parameters": spec.parameters,
+            "description": spec.description,
+            "seed": spec.seed,
+            "claimed_accuracy": spec.claimed_accuracy,
+            "claim": spec.claim_note,
+        }
+        for spec in REGISTRY.values()
+    ]
+    if as_json:
+        print_json(rows)
+        return
+    table = Table()
+    for column in ("name", "parameters", "layers", "seed", "seed claims"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            row["name"], f"{row['parameters']:,}", row["description"], row["seed"], row["claim"]
+        )
+    console.print(table)
+
+
+@app.command("train")
+@friendly_errors
+def train_command(
+    model: Annotated[
+        str | None, typer.Option(help="Registered model name (digits models).")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(help="Maximum epochs.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Images per step.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
+    optimizer: Annotated[str | None, typer.Option(help="adam, adamw, sgd or rmsprop.")] = None,
+    schedule: Annotated[
+        str | None, typer.Option(help="constant, onecycle, cosine, exponential.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed for split, weights, batch order, dropout.")] = 0,
+    val_split: Annotated[
+        float | None, typer.Option(help="Validation fraction (0 disables).")
+    ] = None,
+    patience: Annotated[int | None, typer.Option(help="Early-stopping patience (0 = off).")] = None,
+    precision: Annotated[str | None, typer.Option(help="auto, fp32 or bf16.")] = None,
+    data: Annotated[Path | None, typer.Option(help="IDX folder, Kaggle train.csv or .npz.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Use only the first N training images.")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Run directory (default runs/MODEL-seedS).")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option(help="Continue the run in --out from its last epoch.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+) -> None:
+    """Train a model; the run directory gets config, history, weights and metrics."""
+    from digits.train import TrainConfig, fit, read_metrics
+
+    if model is None and not resume:
+        raise ValueError("say which model to train: --model NAME (see `digits models`)")
+    overrides = {
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "optimizer": optimizer,
+        "schedule": schedule,
+        "val_split": val_split,
+        "patience": patience,
+        "precision": precision,
+        "limit": limit,
+    }
+    values: dict[str, Any] = {"model": model or "cnn", "seed": seed}
+    values.update({key: value for key, value in overrides.items() if value is not None})
+    if data is not None:
+        values["data"] = str(data)
+    config = TrainConfig.from_dict(values)
+    run_dir = out or Path("runs") / f"{config.model}-seed{config.seed}"
+    fit(config, run_dir, resume=resume, progress=not quiet)
+    metrics = read_metrics(run_dir)
+    summary = f"run saved to {run_dir}: best epoch {metrics['best_epoch']}"
+    if metrics["test"]:
+        summary += f", test accuracy {100 * metrics['test']['accuracy']:.2f} %"
+    elif metrics["val_accuracy"] is not None:
+        summary += f", validation accuracy {100 * metrics['val_accuracy']:.2f} %"
+    console.print(summary)
+
+
+@app.command("evaluate")
+@friendly_errors
+def evaluate_command(
+    run: Annotated[Path, typer.Argument(help="A run directory.")],
+    data: Annotated[Path | None, typer.Option(help="Labelled data to score on instead.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")] = False,
+) -> None:
+    """Loss, accuracy, per-class precision/recall/F1 and the confusion matrix on the test set."""
+    from digits.data import load_dataset, load_mnist
+    from digits.evaluate import evaluate_model
+    from digits.train import load_model
+
+    model = load_model(run)
+    dataset = load_mnist() if data is None else load_dataset(data)
+    if dataset.x_test is not None and dataset.y_test is not None:
+        images, labels = dataset.x_test, dataset.y_test
+    else:  # a Kaggle train.csv has no test split: score on all of it
+        images, labels = dataset.x_train, dataset.y_train
+    metrics = evaluate_model(model, images, labels)
+    if as_json:
+        print_json({"run": str(run), **metrics.to_dict()})
+        return
+    console.print(
+        f"{run}: accuracy {100 * metrics.accuracy:.2f} %  loss {metrics.loss:.4f}  "
+        f"macro F1 {metrics.macro_f1:.4f}  ({metrics.count:,} images)"
+    )
+    table = Table()
+    for column in ("digit", "precision", "recall", "F1", "support"):
+        table.add_column(column, justify="right")
+    for digit in range(10):
+        table.add_row(
+            str(digit),
+            f"{metrics.precision[digit]:.4f}",
+            f"{metrics.recall[digit]:.4f}",
+            f"{metrics.f1[digit]:.4f}",
+            str(metrics.support[digit]),
+        )
+    console.print(table)
+    matrix = Table(title="confusion matrix (rows: true, columns: predicted)")
+    matrix.add_column("")
+    for digit in range(10):
+        matrix.add_column(str(digit), justify="right")
+    for digit, row in enumerate(metrics.confusion_matrix):
+        matrix.add_row(str(digit), *map(str, row))
+    console.print(matrix)
+
+
+@app.command("compare")
+@friendly_errors
+def compare_command(
+    models: Annotated[str, typer.Option(help="Comma-separated model names.")] = "ann,cnn",
+    epochs: Annotated[int, typer.Option(help="Epochs per model.")] = 1,
+    seeds: Annotated[int, typer.Option(help="Seeds per model (mean ± std).")] = 1,
+    out: Annotated[Path, typer.Option(help="Where runs and tables go.")] = Path("runs/compare"),
+) -> None:
+    """Train models under the same conditions and print a side-by-side table."""
+    from digits.compare import compare
+    from digits.data import load_mnist
+    from digits.train import TrainConfig
+
+    names = [name.strip() for name in models.split(",") if name.strip()]
+    configs = [TrainConfig(model=name, epochs=epochs, val_split=0.0) for name in names]
+    rows = compare(configs, out, seeds=seeds, data=load_mnist(), progress=True)
+    table = Table(title=f"test set, {epochs} epoch(s), {seeds} seed(s)")
+    for column in ("model", "parameters", "train s", "accuracy", "loss", "macro F1", "seed claims"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for row in rows:
+        spread = f" ± {100 * row.accuracy_std:.2f}" if seeds > 1 else ""
+        table.add_row(
+            row.model,
+            f"{row.parameters:,}",
+            f"{row.train_seconds:.1f}",
+            f"{100 * row.accuracy_mean:.2f} %{spread}",
+            f"{row.loss:.4f}",
+            f"{row.macro_f1:.4f}",
+            "—" if row.claimed_accuracy is None else f"{100 * row.claimed_accuracy:.2f} %",
+        )
+    console.print(table)
+    console.print(f"tables written to {out}/comparison.md, .csv, .json")
