@@ -309,10 +309,13 @@ def fit(
     progress: bool = False,
     data: DigitData | None = None,
     stop_after_epoch: int | None = None,
+    on_epoch: Callable[[EpochRecord], None] | None = None,
 ) -> Path:
     """Train, keep the best epoch, evaluate on the test set if there is one; return the run dir.
 
     `stop_after_epoch` ends the run after that epoch as a kill would (for tests of --resume).
+    `on_epoch` sees each epoch's record once it is saved; an exception it raises (a tuner's
+    pruning signal, say) ends training there and propagates to the caller.
     """
     out_dir = Path(out_dir)
     config = _prepare_run_dir(out_dir, config, resume)
@@ -426,6 +429,8 @@ def fit(
                     "epoch": epoch,
                 },
             )
+            if on_epoch is not None:
+                on_epoch(record)
             if stop_after_epoch is not None and epoch >= stop_after_epoch:
                 return out_dir
 
