@@ -1,0 +1,259 @@
+"""Torch-free inference: an exported `model.onnx` in ONNX Runtime, fed by `preprocess`.
+
+    predictor = Predictor.from_path("runs/cnn-seed0")        # or a .onnx file
+    predictor.predict_arrays(uint8_images)                   # N×28×28 → float32 N×10
+    predictor.predict_images(["photo.jpg", pil_image])       # decode + preprocess + predict
+
+This module imports NumPy, Pillow and ONNX Runtime only, never torch, so the `serve` install stays
+small and a command that predicts starts in well under a second. Load a predictor once and reuse it:
+creating the session is the expensive part.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from digits.preprocess import PREPROCESSING_VERSION, ImageError, Source, describe_source, preprocess
+
+ONNX_FILE = "model.onnx"
+INPUT_NAME = "images"
+LOGITS_OUTPUT = "logits"
+PROBABILITIES_OUTPUT = "probabilities"
+METADATA_PREFIX = "digits."
+
+
+class ModelError(ValueError):
+    """A MODEL argument that is not a usable exported model; the message names it."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What an exported model says about itself (ONNX metadata written by `digits export`)."""
+
+    path: str
+    model: str
+    recipe: str | None
+    test_accuracy: float | None
+    temperature: float
+    temperature_source: str
+    preprocessing_version: str
+    labels: list[str]
+    parameters: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "model": self.model,
+            "recipe": self.recipe,
+            "test_accuracy": self.test_accuracy,
+            "temperature": self.temperature,
+            "temperature_source": self.temperature_source,
+            "preprocessing_version": self.preprocessing_version,
+            "labels": self.labels,
+            "parameters": self.parameters,
+        }
+
+
+def _optional_float(value: str | None) -> float | None:
+    return None if value is None or value in ("", "null") else float(value)
+
+
+def read_model_info(path: str, metadata: dict[str, str]) -> ModelInfo:
+    meta = {
+        key[len(METADATA_PREFIX) :]: value
+        for key, value in metadata.items()
+        if key.startswith(METADATA_PREFIX)
+    }
+    parameters = _optional_float(meta.get("parameters"))
+    return ModelInfo(
+        path=path,
+        model=meta.get("model", "unknown"),
+        recipe=meta.get("recipe") or None,
+        test_accuracy=_optional_float(meta.get("test_accuracy")),
+        temperature=_optional_float(meta.get("temperature")) or 1.0,
+        temperature_source=meta.get("temperature_source", "not recorded: temperature 1"),
+        preprocessing_version=meta.get("preprocessing_version", "unknown"),
+        labels=json.loads(meta.get("labels", json.dumps([str(d) for d in range(10)]))),
+        parameters=None if parameters is None else int(parameters),
+    )
+
+
+def resolve_model_path(model: str | Path) -> Path:
+    """MODEL as given on the command line (run directory or .onnx file) → the .onnx file."""
+    path = Path(model)
+    if path.is_dir():
+        onnx_path = path / ONNX_FILE
+        if onnx_path.exists():
+            return onnx_path
+        if (path / "model.safetensors").exists():
+            raise ModelError(
+                f"{path}: the run has no {ONNX_FILE}; create it with `digits export {path}`"
+            )
+        raise ModelError(f"{path}: not a run directory (no {ONNX_FILE} in it)")
+    if not path.exists():
+        raise ModelError(f"{path}: no such model (give a run directory or an .onnx file)")
+    if path.suffix != ".onnx":
+        raise ModelError(f"{path}: not an .onnx file or a run directory")
+    return path
+
+
+@dataclass
+class Prediction:
+    """The answer for one image. `digit` is None when there is no digit, the model is unsure
+    (below the minimum confidence) or the input failed; `reason` / `error` say which."""
+
+    file: str
+    digit: int | None
+    confidence: float | None
+    probabilities: list[float] | None = None
+    reason: str | None = None
+    error: str | None = None
+    pixels: np.ndarray | None = field(default=None, repr=False)
+    box: tuple[int, int, int, int] | None = None
+
+    def top(self, k: int) -> list[dict[str, float | int]]:
+        if self.probabilities is None:
+            return []
+        order = np.argsort(self.probabilities)[::-1][:k]
+        return [{"digit": int(d), "probability": float(self.probabilities[d])} for d in order]
+
+    def to_dict(self, top: int = 0) -> dict[str, Any]:
+        document: dict[str, Any] = {
+            "file": self.file,
+            "digit": self.digit,
+            "confidence": self.confidence,
+        }
+        if top:
+            document["top"] = self.top(top)
+        if self.box is not None:
+            document["box"] = list(self.box)
+        document["reason"] = self.reason
+        document["error"] = self.error
+        return document
+
+
+def default_threads() -> int:
+    # Two threads saturate the small convolutions here; more only add synchronisation cost.
+    return max(1, min(2, os.cpu_count() or 1))
+
+
+class Predictor:
+    """An exported model in an ONNX Runtime session; thread-safe for concurrent `run` calls."""
+
+    def __init__(self, session: Any, info: ModelInfo) -> None:
+        self.session = session
+        self.info = info
+        outputs = {output.name for output in session.get_outputs()}
+        self._input = session.get_inputs()[0].name
+        self._output = PROBABILITIES_OUTPUT if PROBABILITIES_OUTPUT in outputs else None
+
+    @classmethod
+    def from_path(cls, model: str | Path, *, threads: int | None = None) -> Predictor:
+        """Load MODEL: a run directory holding model.onnx, or an .onnx file."""
+        import onnxruntime as ort
+
+        path = resolve_model_path(model)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or default_threads()
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3  # warnings about unused initialisers are noise here
+        try:
+            session = ort.InferenceSession(
+                str(path), sess_options=options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # ONNX Runtime raises its own untyped errors for bad files
+            raise ModelError(f"{path}: not a loadable ONNX model ({exc})") from None
+        metadata = session.get_modelmeta().custom_metadata_map
+        return cls(session, read_model_info(str(path), dict(metadata)))
+
+    def predict_arrays(self, images: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+        """uint8 N×28×28 (or one 28×28) in MNIST form → float32 N×10 calibrated probabilities."""
+        images = np.asarray(images)
+        if images.ndim == 2:
+            images = images[None]
+        if images.ndim != 3 or images.shape[1:] != (28, 28):
+            raise ValueError(f"images must be N×28×28, got shape {images.shape}")
+        if images.dtype != np.uint8:
+            raise ValueError(f"images must be uint8 (0–255, as MNIST), got {images.dtype}")
+        results = []
+        for start in range(0, len(images), batch_size):
+            batch = images[start : start + batch_size].astype(np.float32)
+            batch *= 1.0 / 255.0
+            feed = {self._input: batch[:, None]}
+            if self._output is not None:
+                results.append(self.session.run([self._output], feed)[0])
+            else:  # a foreign ONNX file with logits only: softmax here, temperature 1
+                logits = self.session.run(None, feed)[0].astype(np.float32)
+                logits -= logits.max(axis=1, keepdims=True)
+                exp = np.exp(logits)
+                results.append(exp / exp.sum(axis=1, keepdims=True))
+        if not results:
+            return np.empty((0, 10), dtype=np.float32)
+        return np.concatenate(results).astype(np.float32, copy=False)
+
+    def predict_images(
+        self,
+        images: Iterable[Source],
+        *,
+        names: Sequence[str] | None = None,
+        min_confidence: float = 0.0,
+    ) -> list[Prediction]:
+        """Decode, preprocess and classify each image; a bad input gets its own error entry.
+
+        `names` label the inputs in the results (defaults to the path or a description).
+        An answer whose confidence is below `min_confidence` comes back with digit None.
+        """
+        sources = list(images)
+        labels = list(names) if names is not None else [describe_source(s) for s in sources]
+        if len(labels) != len(sources):
+            raise ValueError(f"{len(labels)} names for {len(sources)} images")
+        predictions: list[Prediction] = []
+        ready: list[tuple[int, np.ndarray]] = []
+        for source, name in zip(sources, labels, strict=True):
+            try:
+                result = preprocess(source, name=name)
+            except ImageError as exc:
+                predictions.append(Prediction(name, None, None, error=str(exc)))
+                continue
+            predictions.append(
+                Prediction(name, None, None, reason=result.reason, pixels=result.pixels)
+            )
+            if result.pixels is not None:
+                predictions[-1].box = result.box
+                ready.append((len(predictions) - 1, result.pixels))
+        if ready:
+            probabilities = self.predict_arrays(np.stack([pixels for _, pixels in ready]))
+            for (index, _), row in zip(ready, probabilities, strict=True):
+                fill_prediction(predictions[index], row, min_confidence)
+        return predictions
+
+    def predict_image(self, image: Source, *, min_confidence: float = 0.0) -> Prediction:
+        return self.predict_images([image], min_confidence=min_confidence)[0]
+
+    def describe(self) -> dict[str, Any]:
+        document = self.info.to_dict()
+        document["runtime_preprocessing_version"] = PREPROCESSING_VERSION
+        return document
+
+
+def fill_prediction(prediction: Prediction, row: np.ndarray, min_confidence: float) -> None:
+    """Set digit, confidence and probabilities from one probability row."""
+    best = int(np.argmax(row))
+    prediction.confidence = float(row[best])
+    prediction.probabilities = [float(p) for p in row]
+    if prediction.confidence >= min_confidence:
+        prediction.digit = best
+    else:
+        prediction.reason = (
+            f"unsure: best guess {best} at confidence {prediction.confidence:.2f}, "
+            f"below the minimum {min_confidence:.2f}"
+        )

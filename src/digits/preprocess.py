@@ -1,0 +1,401 @@
+"""Real image → the 28×28 the model saw in training (the recipe in the design guide).
+
+MNIST digits were size-normalised into a 20×20 box keeping their aspect ratio, anti-aliased, and
+placed in 28×28 with their centre of mass at the centre. A photo or a canvas drawing has to go
+through the same steps or the model guesses. `preprocess` does, for any image Pillow reads:
+
+1. decode (first frame of animations, EXIF rotation applied), refuse decompression bombs,
+   flatten transparency onto white, convert to grey at a bounded working size;
+2. decide the polarity from the border, so that the ink ends up bright on dark;
+3. subtract a smooth background (a quadratic surface fitted robustly, which absorbs uneven
+   lighting), threshold half-way to the ink level to locate the ink, drop specks of noise;
+   no ink → a result with `pixels=None` and the reason, never a guessed digit;
+4. crop to the ink, bring the stroke width to what MNIST strokes measure, resize the longer
+   side to 20 px with anti-aliasing;
+5. place in 28×28 with the centre of mass at MNIST's (14, 14).
+
+Pillow and NumPy only: this runs in the torch-free prediction install.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFilter, ImageOps
+
+from digits.components import Component, label_components
+
+PREPROCESSING_VERSION = "1"
+"""Bumped whenever the output for the same input changes; recorded in exported models."""
+
+MAX_PIXELS = 64_000_000
+"""Largest image accepted (width × height); bigger ones are refused as decompression bombs."""
+
+WORK_SIDE = 512
+"""Ink is located on the image shrunk to at most this many pixels on its longer side."""
+
+MIN_SIDE = 8
+"""Images smaller than this on either side cannot hold a recognisable digit."""
+
+FIELD = 28
+BOX = 20
+CENTRE = 14.0  # where MNIST's centre of mass sits (row, column), measured on the training set
+NORM_SIDE = 80  # resolution at which the stroke width is measured and adjusted (4 × BOX)
+STROKE_WIDTH = 10.0  # median MNIST stroke width at NORM_SIDE, measured with _stroke_width
+MIN_CONTRAST = 24.0  # grey levels between ink and background below which nothing is written
+SPECK_FRACTION = 0.08  # components smaller than this share of the largest are noise
+MAX_INK_FRACTION = 0.6  # more "ink" than this is a photo or a fill, not a written digit
+
+
+class ImageError(ValueError):
+    """An input that is not a usable image (unreadable, truncated, too large); names the input."""
+
+
+@dataclass(frozen=True)
+class Preprocessed:
+    """The outcome for one image: the 28×28 the model sees, or the reason there is no digit."""
+
+    pixels: np.ndarray | None
+    """uint8 28×28, ink bright on dark, MNIST scale; None when there is no digit."""
+    reason: str | None
+    """Why there is no digit ("no digit: ..."); None when `pixels` is set."""
+    source: str
+    """The input's name, for messages: a path, or a description of the object given."""
+    box: tuple[int, int, int, int] | None = None
+    """(left, top, right, bottom) of the ink in the original image's pixels."""
+
+    @property
+    def ok(self) -> bool:
+        return self.pixels is not None
+
+    def save(self, path: str | Path) -> None:
+        """Write the 28×28 as a PNG (what the model sees); an error if there is no digit."""
+        if self.pixels is None:
+            raise ValueError(f"{self.source}: nothing to save ({self.reason})")
+        Image.fromarray(self.pixels, mode="L").save(path)
+
+
+@dataclass(frozen=True)
+class Ink:
+    """Where the ink is, at working resolution: what both single digits and `read` start from."""
+
+    strength: np.ndarray
+    """float32 in [0, 1]: ink, relative to the ink level, with the background at 0."""
+    labels: np.ndarray
+    """Connected-component labels of the located ink (0 = none)."""
+    components: list[Component]
+    """The components kept (specks of noise dropped), largest first."""
+    scale: float
+    """Original pixels per working pixel."""
+
+
+Source = str | Path | bytes | Image.Image | np.ndarray
+
+
+def describe_source(source: Source) -> str:
+    if isinstance(source, str | Path):
+        return str(source)
+    if isinstance(source, bytes):
+        return f"<{len(source)} bytes>"
+    if isinstance(source, np.ndarray):
+        return f"<array {'×'.join(map(str, source.shape))}>"
+    return f"<image {source.width}×{source.height}>"
+
+
+def _check_size(width: int, height: int, name: str) -> None:
+    if width * height > MAX_PIXELS:
+        raise ImageError(
+            f"{name}: image is {width}×{height} = {width * height:,} pixels, over the limit of "
+            f"{MAX_PIXELS:,} (refused as a possible decompression bomb)"
+        )
+
+
+def _open(source: str | Path | bytes, name: str) -> Image.Image:
+    if isinstance(source, str | Path):
+        path = Path(source)
+        if not path.exists():
+            raise ImageError(f"{name}: no such file")
+        if path.is_dir():
+            raise ImageError(f"{name}: is a directory, not an image")
+        data = path.read_bytes()
+    else:
+        data = source
+    if not data:
+        raise ImageError(f"{name}: empty file, not an image")
+    try:
+        image = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"{name}: refused as a possible decompression bomb ({exc})") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"{name}: not a readable image ({exc})") from None
+    _check_size(image.width, image.height, name)
+    try:
+        if image.format == "JPEG":
+            # Decode JPEGs straight at a reduced scale: much faster, and we shrink anyway.
+            image.draft(image.mode, (WORK_SIDE, WORK_SIDE))
+        image.seek(0)  # the first frame of an animation
+        image.load()
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageError(f"{name}: truncated or corrupt image ({exc})") from None
+    return image
+
+
+def _grey(image: Image.Image) -> np.ndarray:
+    """float32 grey 0..255 with transparency flattened onto white, shrunk to WORK_SIDE."""
+    image = ImageOps.exif_transpose(image) or image
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        values = np.asarray(image, dtype=np.float32)
+        top = float(values.max()) if values.size else 0.0
+        if top > 255:  # 16-bit scans: rescale to 8-bit levels
+            values = values * (255.0 / (65535.0 if top <= 65535 else top))
+        image = Image.fromarray(values.astype(np.float32), mode="F")
+    elif image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(white, rgba).convert("L")
+    else:
+        image = image.convert("L")
+    if max(image.size) > WORK_SIDE:
+        ratio = WORK_SIDE / max(image.size)
+        size = (max(1, round(image.width * ratio)), max(1, round(image.height * ratio)))
+        image = image.resize(size, Image.Resampling.BOX)
+    return np.asarray(image, dtype=np.float32)
+
+
+def _array_grey(array: np.ndarray, name: str) -> np.ndarray:
+    values = np.asarray(array)
+    if values.ndim == 3 and values.shape[2] in (3, 4):
+        mode = "RGBA" if values.shape[2] == 4 else "RGB"
+        scaled = values * 255.0 if values.dtype.kind == "f" and values.max() <= 1.0 else values
+        return _grey(Image.fromarray(np.clip(scaled, 0, 255).astype(np.uint8), mode=mode))
+    if values.ndim != 2:
+        raise ImageError(f"{name}: expected a grey H×W or colour H×W×3/4 array")
+    if values.dtype == bool:
+        values = values.astype(np.float32) * 255.0
+    elif values.dtype.kind == "f" and values.size and values.max() <= 1.0:
+        values = values.astype(np.float32) * 255.0  # float images in [0, 1]
+    return _grey(Image.fromarray(np.clip(values, 0, 255).astype(np.float32), mode="F"))
+
+
+def load_grey(source: Source, name: str | None = None) -> tuple[np.ndarray, float]:
+    """Decode any supported input to float32 grey at working size, and the shrink factor."""
+    name = name or describe_source(source)
+    if isinstance(source, np.ndarray):
+        _check_size(source.shape[1] if source.ndim > 1 else 1, source.shape[0], name)
+        original = max(source.shape[:2]) if source.ndim >= 2 else 1
+        grey = _array_grey(source, name)
+    else:
+        if isinstance(source, Image.Image):
+            _check_size(source.width, source.height, name)
+            image = source
+        elif isinstance(source, str | Path | bytes):
+            image = _open(source, name)
+        else:
+            raise ImageError(f"{name}: unsupported input type {type(source).__name__}")
+        original = max(image.size)  # EXIF rotation swaps the sides, not the longer one
+        grey = _grey(image)
+    return grey, original / max(grey.shape)
+
+
+def _polarity_bright_ink(grey: np.ndarray) -> np.ndarray:
+    """Return the image with ink brighter than the background, deciding from the border."""
+    height, width = grey.shape
+    ring = max(1, min(height, width) // 20)
+    border = np.concatenate(
+        [
+            grey[:ring].ravel(),
+            grey[-ring:].ravel(),
+            grey[:, :ring].ravel(),
+            grey[:, -ring:].ravel(),
+        ]
+    )
+    background = float(np.median(border))
+    low, high = np.percentile(grey, [0.5, 99.5])
+    # Ink is whichever extreme lies further from the background level.
+    return grey if high - background >= background - low else 255.0 - grey
+
+
+def _background(grey: np.ndarray) -> np.ndarray:
+    """A smooth background surface: a quadratic fitted to a coarse copy, ink rejected as outliers.
+
+    Uneven lighting (a lamp to one side, a vignette, a shadow gradient) is smooth across the
+    frame, so a quadratic captures it while ink, thin and sharp, stays far above the fit. The fit
+    starts from the darker half of the pixels (ink is bright here and rarely half the image), so
+    that a digit in the middle is never mistaken for a bright bump of background.
+    """
+    height, width = grey.shape
+    coarse_side = 48
+    if max(height, width) > coarse_side:
+        ratio = coarse_side / max(height, width)
+        size = (max(2, round(width * ratio)), max(2, round(height * ratio)))
+        coarse = np.asarray(
+            Image.fromarray(grey, mode="F").resize(size, Image.Resampling.BOX), dtype=np.float64
+        )
+    else:
+        coarse = grey.astype(np.float64)
+    rows, cols = coarse.shape
+    y = np.repeat((np.arange(rows) + 0.5) / rows - 0.5, cols)
+    x = np.tile((np.arange(cols) + 0.5) / cols - 0.5, rows)
+    features = np.stack([np.ones_like(x), x, y, x * x, x * y, y * y], axis=1)
+    values = coarse.ravel()
+    keep = values <= np.median(values)
+    coefficients = np.array([float(np.median(values[keep])), 0, 0, 0, 0, 0])
+    for _ in range(3):
+        if keep.sum() < 24:
+            break
+        chosen = features[keep]
+        # Normal equations with a touch of ridge: 6×6, much cheaper than lstsq, and stable
+        # when the kept pixels leave a term unconstrained.
+        gram = chosen.T @ chosen + 1e-3 * np.eye(6)
+        coefficients = np.linalg.solve(gram, chosen.T @ values[keep])
+        residual = values - features @ coefficients
+        spread = 1.4826 * float(np.median(np.abs(residual[keep]))) + 1.0
+        keep = (residual < 2.5 * spread) & (residual > -4.0 * spread)
+    c0, c1, c2, c3, c4, c5 = coefficients
+    gy = ((np.arange(height) + 0.5) / height - 0.5)[:, None]
+    gx = ((np.arange(width) + 0.5) / width - 0.5)[None, :]
+    surface = c0 + c1 * gx + c2 * gy + c3 * gx * gx + c4 * gx * gy + c5 * gy * gy
+    return surface.astype(np.float32)
+
+
+def _smooth(values: np.ndarray) -> np.ndarray:
+    """A 3×3 binomial blur: evens out sensor and JPEG noise before thresholding, while strokes
+    at working size are several pixels wide and survive it."""
+    padded = np.pad(values, 1, mode="edge")
+    rows = padded[:-2] + 2 * padded[1:-1] + padded[2:]
+    return ((rows[:, :-2] + 2 * rows[:, 1:-1] + rows[:, 2:]) / 16).astype(np.float32)
+
+
+def locate_ink(grey: np.ndarray, scale: float = 1.0) -> Ink | str:
+    """Find the ink in a working-size grey image; a "no digit: ..." reason when there is none."""
+    height, width = grey.shape
+    if min(height, width) * scale < MIN_SIDE:
+        return (
+            f"no digit: the image is {round(width * scale)}×{round(height * scale)} pixels, "
+            "too small to hold one"
+        )
+    bright = _polarity_bright_ink(grey)
+    if min(height, width) >= 64:
+        bright = _smooth(bright)
+    residual = bright - _background(bright)
+    noise = 1.4826 * float(np.median(np.abs(residual - np.median(residual))))
+    floor = max(4.0 * noise, MIN_CONTRAST / 2)
+    candidates = residual[residual > floor]
+    if candidates.size == 0:
+        return "no digit: the image is blank (nothing stands out from the background)"
+    level = float(np.percentile(candidates, 90))
+    if level < MIN_CONTRAST:
+        return f"no digit: the marks are too faint (contrast {level:.0f} of 255)"
+    mask = residual > max(level / 2, floor)
+    if mask.mean() > MAX_INK_FRACTION:
+        return "no digit: ink would cover most of the image (a photo or a fill, not a digit)"
+    labels, components = label_components(mask)
+    largest = components[0] if components else None
+    if largest is None or max(largest.height, largest.width) < max(3, 0.02 * max(height, width)):
+        return "no digit: only specks of noise, no stroke large enough to be a digit"
+    kept = [c for c in components if c.area >= SPECK_FRACTION * largest.area and c.area >= 3]
+    strength = np.clip(residual / level, 0.0, 1.0).astype(np.float32)
+    return Ink(strength=strength, labels=labels, components=kept, scale=scale)
+
+
+def ink_crop(ink: Ink, components: list[Component]) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """The ink strength of some components alone, cropped to them; and the box (l, t, r, b)."""
+    top = min(c.top for c in components)
+    left = min(c.left for c in components)
+    bottom = max(c.bottom for c in components)
+    right = max(c.right for c in components)
+    wanted = np.isin(ink.labels[top:bottom, left:right], [c.label for c in components])
+    # The mask sits half-way up the stroke edges; a one-pixel dilation keeps their anti-aliasing.
+    grown = Image.fromarray(wanted.astype(np.uint8) * 255).filter(ImageFilter.MaxFilter(3))
+    crop = ink.strength[top:bottom, left:right] * (np.asarray(grown) > 0)
+    return crop.astype(np.float32), (left, top, right, bottom)
+
+
+def _stroke_width(mask: np.ndarray) -> float:
+    """Mean stroke width of a binary shape: twice its area over its boundary length."""
+    padded = np.pad(mask, 1)
+    interior = (
+        padded[1:-1, 1:-1]
+        & padded[:-2, 1:-1]
+        & padded[2:, 1:-1]
+        & padded[1:-1, :-2]
+        & padded[1:-1, 2:]
+    )
+    boundary = int((mask & ~interior).sum())
+    return 2.0 * float(mask.sum()) / max(boundary, 1)
+
+
+def _resize_longest(values: np.ndarray, side: int, method: Image.Resampling) -> np.ndarray:
+    height, width = values.shape
+    ratio = side / max(height, width)
+    size = (max(1, round(width * ratio)), max(1, round(height * ratio)))
+    resized = Image.fromarray(values.astype(np.float32), mode="F").resize(size, method)
+    return np.asarray(resized, dtype=np.float32)
+
+
+def _tight(mask: np.ndarray) -> np.ndarray:
+    rows, cols = np.nonzero(mask)
+    return mask[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+
+
+def normalise_digit(crop: np.ndarray) -> np.ndarray | None:
+    """Cropped ink strength (float, ink bright) → uint8 28×28 as MNIST; None if nothing is left."""
+    shape = _resize_longest(crop, NORM_SIDE, Image.Resampling.BILINEAR) >= 0.5
+    if not shape.any():
+        return None
+    shape = _tight(shape)
+    # Pens and markers make strokes from hairlines to blobs; MNIST's are ~2.5 px at 28×28.
+    # Bring the width within a band around MNIST's by growing or shrinking the shape.
+    width = _stroke_width(shape)
+    image = Image.fromarray(np.pad(shape, 8).astype(np.uint8) * 255)
+    if width < 0.6 * STROKE_WIDTH:
+        grow = round(STROKE_WIDTH * 0.8 - width) | 1
+        image = image.filter(ImageFilter.MaxFilter(min(grow, 15)))
+    elif width > 1.7 * STROKE_WIDTH:
+        shrink = round(width - STROKE_WIDTH * 1.3) | 1
+        thinner = image.filter(ImageFilter.MinFilter(min(shrink, 15)))
+        if np.asarray(thinner).any():
+            image = thinner
+    shape = _tight(np.asarray(image) > 0)
+    small = np.clip(_resize_longest(shape.astype(np.float32), BOX, Image.Resampling.BOX), 0, 1)
+    rows, cols = np.mgrid[0 : small.shape[0], 0 : small.shape[1]]
+    mass = float(small.sum())
+    centre_row = float((small * rows).sum()) / mass
+    centre_col = float((small * cols).sum()) / mass
+    top = int(np.clip(round(CENTRE - centre_row), 0, FIELD - small.shape[0]))
+    left = int(np.clip(round(CENTRE - centre_col), 0, FIELD - small.shape[1]))
+    field = np.zeros((FIELD, FIELD), dtype=np.float32)
+    field[top : top + small.shape[0], left : left + small.shape[1]] = small
+    return np.round(field * 255.0).astype(np.uint8)
+
+
+def preprocess(
+    source: Source, *, name: str | None = None, debug_path: str | Path | None = None
+) -> Preprocessed:
+    """One image (path, bytes, PIL image or array) → the 28×28 the model sees, or why not.
+
+    Raises ImageError for inputs that are not usable images; returns `pixels=None` with a
+    reason for images without a digit. `debug_path` saves the 28×28 produced as a PNG.
+    """
+    name = name or describe_source(source)
+    grey, scale = load_grey(source, name)
+    ink = locate_ink(grey, scale)
+    if isinstance(ink, str):
+        return Preprocessed(None, ink, name)
+    crop, (left, top, right, bottom) = ink_crop(ink, ink.components)
+    pixels = normalise_digit(crop)
+    if pixels is None:
+        return Preprocessed(None, "no digit: the ink vanished at MNIST scale", name)
+    box = (
+        int(left * scale),
+        int(top * scale),
+        int(np.ceil(right * scale)),
+        int(np.ceil(bottom * scale)),
+    )
+    result = Preprocessed(pixels, None, name, box)
+    if debug_path is not None:
+        result.save(debug_path)
+    return result
