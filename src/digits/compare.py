@@ -1,38 +1,159 @@
-"""Train several models under the same conditions and put their results side by side."""
+"""Train several models or recipes under the same conditions and put their results side by side.
+
+Items are recipe names, recipe files or model names (`resolve_items`). Each is trained with seeds
+S..S+n-1 into OUT/<name>-seed<S>; finished runs are reused, so an interrupted comparison picks up
+where it stopped. The outcome is written as comparison.md, .csv, .json and a plot, comparison.png.
+"""
 
 from __future__ import annotations
 
 import csv
+import importlib.util
 import io
 import json
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from torch import nn
 
-from digits.atomic import atomic_write_text
+from digits.atomic import atomic_write_bytes, atomic_write_text
 from digits.data import DigitData
 from digits.models import REGISTRY
-from digits.train import TrainConfig, fit, read_metrics
+from digits.train import (
+    CONFIG_FILE,
+    METRICS_FILE,
+    RunError,
+    TrainConfig,
+    fit,
+    load_data,
+    load_model,
+    predict_logits,
+    read_metrics,
+    to_tensor,
+)
+
+TABLE_FILES = ("comparison.md", "comparison.csv", "comparison.json", "comparison.png")
 
 
 @dataclass
 class ComparisonRow:
-    """One model's results, averaged over seeds."""
+    """One model's or recipe's results, averaged over seeds."""
 
     model: str
+    """The item compared: recipe name, or model name for a plain model."""
+    architecture: str
     parameters: int
-    epochs: int
+    epochs: float
+    """Epochs actually run (early stopping may end a run before its budget), mean over seeds."""
     seeds: int
     train_seconds: float
     accuracy_mean: float
     accuracy_std: float
     loss: float
     macro_f1: float
+    images_per_s: float
+    """Inference throughput of the torch model, batches of 1000 test images, fp32."""
     claimed_accuracy: float | None
+    claim_note: str
     runs: list[str]
+
+
+def _recipes_available() -> bool:
+    return importlib.util.find_spec("digits.recipes") is not None
+
+
+def _recipe_names() -> list[str]:
+    if not _recipes_available():
+        return []
+    from digits.recipes import RECIPES
+
+    return list(RECIPES)
+
+
+def default_items() -> list[str]:
+    """The seven seed models (as their recipes when those exist) and the `best` recipe."""
+    seeds = [spec.name for spec in REGISTRY.values() if spec.seed]
+    recipes = _recipe_names()
+    return seeds + (["best"] if "best" in recipes else [])
+
+
+def resolve_item(item: str) -> TrainConfig:
+    """A recipe name, a recipe JSON file or a model name → its training config.
+
+    A name that is both a recipe and a model means the recipe: the seed recipes carry their seed's
+    own settings, which a bare model name cannot.
+    """
+    recipes = _recipe_names()
+    if item in recipes or (item.endswith(".json") and Path(item).is_file()):
+        if _recipes_available():
+            from digits.recipes import get_recipe
+
+            return get_recipe(item)
+        return TrainConfig.from_dict(json.loads(Path(item).read_text()))
+    if item in REGISTRY:
+        # Plain models train on all the training data, scored on the test set.
+        return TrainConfig(model=item, val_split=0.0)
+    known = ", ".join(recipes + [name for name in REGISTRY if name not in recipes])
+    raise ValueError(
+        f"compare: {item!r} is neither a recipe, a recipe .json file nor a model ({known})"
+    )
+
+
+def resolve_items(
+    items: Sequence[str],
+    *,
+    epochs: int | None = None,
+    limit: int | None = None,
+    data_path: str | None = None,
+) -> list[TrainConfig]:
+    """Configs for the items, with the overrides applied to every one of them."""
+    if not items:
+        raise ValueError("compare: no models or recipes given")
+    configs = []
+    for item in items:
+        config = resolve_item(item)
+        overrides: dict[str, Any] = {"epochs": epochs, "limit": limit, "data": data_path}
+        configs.append(replace(config, **{k: v for k, v in overrides.items() if v is not None}))
+    labels = [label(config) for config in configs]
+    duplicates = sorted({name for name in labels if labels.count(name) > 1})
+    if duplicates:
+        raise ValueError(f"compare: {', '.join(duplicates)} given more than once")
+    return configs
+
+
+def label(config: TrainConfig) -> str:
+    return config.recipe or config.model
+
+
+def inference_speed(model: nn.Module, images: np.ndarray, batch_size: int = 1000) -> float:
+    """Images per second through the torch model in batches, after one warm-up batch."""
+    tensor = to_tensor(images[:10_000])
+    predict_logits(model, tensor[:batch_size], batch_size=batch_size)
+    started = time.perf_counter()
+    predict_logits(model, tensor, batch_size=batch_size)
+    return len(tensor) / (time.perf_counter() - started)
+
+
+def _train_or_reuse(config: TrainConfig, run_dir: Path, data: DigitData, progress: bool) -> None:
+    """Train into run_dir unless it already holds this very config (finished or resumable)."""
+    saved_path = run_dir / CONFIG_FILE
+    if saved_path.exists():
+        saved = TrainConfig.from_dict(json.loads(saved_path.read_text()))
+        if saved != config:
+            changed = [
+                f.name for f in fields(config) if getattr(saved, f.name) != getattr(config, f.name)
+            ]
+            raise RunError(
+                f"{run_dir} holds a run with a different config ({', '.join(changed)}); "
+                "remove it or compare into another --out"
+            )
+        if (run_dir / METRICS_FILE).exists():
+            return
+    fit(config, run_dir, resume=saved_path.exists(), progress=progress, data=data)
 
 
 def compare(
@@ -42,40 +163,46 @@ def compare(
     data: DigitData | None = None,
     progress: bool = False,
 ) -> list[ComparisonRow]:
-    """Train each config with seeds 0..seeds-1 into out_dir/<model>-seed<S>; reuse finished runs."""
+    """Train each config with seeds config.seed .. +seeds-1 and write the comparison tables.
+
+    `data` replaces every config's own data set (loaded once per distinct path otherwise).
+    """
+    if seeds < 1:
+        raise ValueError(f"compare: seeds must be >= 1, got {seeds}")
+    out_dir = Path(out_dir)
+    loaded: dict[str | None, DigitData] = {}
     rows = []
     for config in configs:
-        metrics = []
-        runs = []
-        for seed in range(seeds):
-            run_config = TrainConfig.from_dict({**config.__dict__, "seed": config.seed + seed})
-            run_dir = out_dir / f"{config.recipe or config.model}-seed{run_config.seed}"
-            if not (run_dir / "metrics.json").exists():
-                fit(
-                    run_config,
-                    run_dir,
-                    resume=(run_dir / "config.json").exists(),
-                    progress=progress,
-                    data=data,
-                )
+        if data is None and config.data not in loaded:
+            loaded[config.data] = load_data(config)
+        dataset = data if data is not None else loaded[config.data]
+        if dataset.x_test is None or dataset.y_test is None:
+            raise ValueError(f"compare: {dataset.path} has no test split to compare on")
+        metrics, runs = [], []
+        for offset in range(seeds):
+            run_config = replace(config, seed=config.seed + offset)
+            run_dir = out_dir / f"{label(config)}-seed{run_config.seed}"
+            _train_or_reuse(run_config, run_dir, dataset, progress)
             metrics.append(read_metrics(run_dir))
             runs.append(str(run_dir))
-        tests = [m["test"] for m in metrics if m["test"] is not None]
-        if not tests:
-            raise ValueError("comparison needs a data set with a test split")
+        tests = [m["test"] for m in metrics]
         accuracies = np.array([t["accuracy"] for t in tests])
+        spec = REGISTRY[config.model]
         rows.append(
             ComparisonRow(
-                model=config.recipe or config.model,
+                model=label(config),
+                architecture=config.model,
                 parameters=metrics[0]["parameters"],
-                epochs=config.epochs,
+                epochs=float(np.mean([m["epochs_run"] for m in metrics])),
                 seeds=seeds,
                 train_seconds=float(np.mean([m["train_seconds"] for m in metrics])),
                 accuracy_mean=float(accuracies.mean()),
                 accuracy_std=float(accuracies.std()),
                 loss=float(np.mean([t["loss"] for t in tests])),
                 macro_f1=float(np.mean([t["macro_f1"] for t in tests])),
-                claimed_accuracy=REGISTRY[config.model].claimed_accuracy,
+                images_per_s=inference_speed(load_model(runs[0]), dataset.x_test),
+                claimed_accuracy=spec.claimed_accuracy,
+                claim_note=spec.claim_note,
                 runs=runs,
             )
         )
@@ -83,36 +210,104 @@ def compare(
     return rows
 
 
-def _percent(value: float | None) -> str:
+def percent(value: float | None) -> str:
     return "—" if value is None else f"{100 * value:.2f} %"
 
 
+def accuracy_text(row: ComparisonRow) -> str:
+    spread = f" ± {100 * row.accuracy_std:.2f}" if row.seeds > 1 else ""
+    return f"{percent(row.accuracy_mean)}{spread}"
+
+
+def epochs_text(row: ComparisonRow) -> str:
+    return f"{row.epochs:g}" if row.epochs == int(row.epochs) else f"{row.epochs:.1f}"
+
+
 def markdown_table(rows: Sequence[ComparisonRow]) -> str:
+    seeds = rows[0].seeds if rows else 1
     header = (
-        "| model | parameters | epochs | train s | test accuracy | loss | macro F1 "
+        f"Test accuracy: mean ± standard deviation over {seeds} seed(s). Train time: mean seconds "
+        "of training epochs. Inference: fp32 torch, batches of 1000 test images.\n\n"
+        "| model | parameters | epochs | train s | test accuracy | loss | macro F1 | images/s "
         "| seed claims |\n"
-        "|---|---:|---:|---:|---:|---:|---:|---:|\n"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|\n"
     )
     lines = [
-        f"| `{r.model}` | {r.parameters:,} | {r.epochs} | {r.train_seconds:.1f} | "
-        f"{_percent(r.accuracy_mean)}"
-        + (f" ± {100 * r.accuracy_std:.2f}" if r.seeds > 1 else "")
-        + f" | {r.loss:.4f} | {r.macro_f1:.4f} | {_percent(r.claimed_accuracy)} |"
+        f"| `{r.model}` | {r.parameters:,} | {epochs_text(r)} | {r.train_seconds:.1f} | "
+        f"{accuracy_text(r)} | {r.loss:.4f} | {r.macro_f1:.4f} | {r.images_per_s:,.0f} | "
+        f"{r.claim_note or '—'} |"
         for r in rows
     ]
     return header + "\n".join(lines) + "\n"
 
 
+def plot(rows: Sequence[ComparisonRow]) -> bytes:
+    """Accuracy per item beside its seed's claim, and accuracy against training time."""
+    from digits.report.figures import new_figure, png_bytes
+
+    figure = new_figure(11, 0.45 * len(rows) + 2.2)
+    bars, scatter = figure.subplots(1, 2, width_ratios=(3, 2))
+    positions = np.arange(len(rows))[::-1]
+    ours = np.array([100 * r.accuracy_mean for r in rows])
+    spread = np.array([100 * r.accuracy_std for r in rows])
+    bars.barh(positions, ours, xerr=spread, color="#4c72b0", label="ours (mean ± std)")
+    claimed = [
+        (p, 100 * r.claimed_accuracy)
+        for p, r in zip(positions, rows, strict=True)
+        if r.claimed_accuracy
+    ]
+    if claimed:
+        bars.plot(
+            [c for _, c in claimed],
+            [p for p, _ in claimed],
+            "D",
+            color="#dd8452",
+            label="seed claims",
+        )
+    values = list(ours - spread) + [c for _, c in claimed]
+    bars.set_xlim(max(0.0, min(values) - 0.5), 100.0)
+    bars.set_yticks(positions, [r.model for r in rows])
+    bars.set_xlabel("test accuracy (%)")
+    bars.legend(loc="lower left")
+    bars.grid(axis="x", alpha=0.3)
+    for row, value in zip(rows, ours, strict=True):
+        scatter.plot(row.train_seconds, value, "o", color="#4c72b0")
+        scatter.annotate(
+            row.model,
+            (row.train_seconds, value),
+            fontsize=8,
+            xytext=(4, 2),
+            textcoords="offset points",
+        )
+    scatter.set_xscale("log")
+    scatter.set_xlabel("train time (s, log scale)")
+    scatter.set_ylabel("test accuracy (%)")
+    scatter.grid(alpha=0.3)
+    return png_bytes(figure)
+
+
 def write_tables(rows: Sequence[ComparisonRow], out_dir: Path) -> None:
-    """comparison.md, comparison.csv and comparison.json in out_dir."""
+    """comparison.md, .csv, .json and .png in out_dir."""
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / "comparison.md", markdown_table(rows))
     buffer = io.StringIO()
-    columns = [name for name in ComparisonRow.__dataclass_fields__ if name != "runs"]
+    columns = [f.name for f in fields(ComparisonRow) if f.name != "runs"]
     writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
     writer.writeheader()
     for row in rows:
-        writer.writerow(row.__dict__)
+        writer.writerow(asdict(row))
     atomic_write_text(out_dir / "comparison.csv", buffer.getvalue())
-    payload: list[dict[str, Any]] = [row.__dict__ for row in rows]
+    payload: list[dict[str, Any]] = [asdict(row) for row in rows]
     atomic_write_text(out_dir / "comparison.json", json.dumps(payload, indent=2))
+    atomic_write_bytes(out_dir / "comparison.png", plot(rows))
+
+
+__all__ = [
+    "TABLE_FILES",
+    "ComparisonRow",
+    "compare",
+    "default_items",
+    "inference_speed",
+    "markdown_table",
+    "resolve_items",
+]

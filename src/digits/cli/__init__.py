@@ -3,7 +3,13 @@ they parse arguments, call library functions and print results, nothing else."""
 
 from __future__ import annotations
 
-from digits.cli import data, training  # noqa: F401  (importing registers the commands)
+from digits.cli import (  # noqa: F401  (importing registers the commands)
+    compare,
+    data,
+    report,
+    training,
+    tune,
+)
 from digits.cli.common import app
 
 

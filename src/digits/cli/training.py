@@ -1,4 +1,4 @@
-"""`digits models | train | evaluate | compare`: the torch side of the command line."""
+"""`digits models | train | evaluate`: the torch side of the command line."""
 
 from __future__ import annotations
 
@@ -149,37 +149,3 @@ def evaluate_command(
     for digit, row in enumerate(metrics.confusion_matrix):
         matrix.add_row(str(digit), *map(str, row))
     console.print(matrix)
-
-
-@app.command("compare")
-@friendly_errors
-def compare_command(
-    models: Annotated[str, typer.Option(help="Comma-separated model names.")] = "ann,cnn",
-    epochs: Annotated[int, typer.Option(help="Epochs per model.")] = 1,
-    seeds: Annotated[int, typer.Option(help="Seeds per model (mean ± std).")] = 1,
-    out: Annotated[Path, typer.Option(help="Where runs and tables go.")] = Path("runs/compare"),
-) -> None:
-    """Train models under the same conditions and print a side-by-side table."""
-    from digits.compare import compare
-    from digits.data import load_mnist
-    from digits.train import TrainConfig
-
-    names = [name.strip() for name in models.split(",") if name.strip()]
-    configs = [TrainConfig(model=name, epochs=epochs, val_split=0.0) for name in names]
-    rows = compare(configs, out, seeds=seeds, data=load_mnist(), progress=True)
-    table = Table(title=f"test set, {epochs} epoch(s), {seeds} seed(s)")
-    for column in ("model", "parameters", "train s", "accuracy", "loss", "macro F1", "seed claims"):
-        table.add_column(column, justify="left" if column == "model" else "right")
-    for row in rows:
-        spread = f" ± {100 * row.accuracy_std:.2f}" if seeds > 1 else ""
-        table.add_row(
-            row.model,
-            f"{row.parameters:,}",
-            f"{row.train_seconds:.1f}",
-            f"{100 * row.accuracy_mean:.2f} %{spread}",
-            f"{row.loss:.4f}",
-            f"{row.macro_f1:.4f}",
-            "—" if row.claimed_accuracy is None else f"{100 * row.claimed_accuracy:.2f} %",
-        )
-    console.print(table)
-    console.print(f"tables written to {out}/comparison.md, .csv, .json")
