@@ -1,0 +1,68 @@
+"""The application factory: `create_app()` builds the FastAPI app around one loaded model.
+
+The model is loaded here, once per process, so a bad MODEL fails at start-up and not on the first
+request. Nothing on this path imports torch: the model runs on ONNX Runtime.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.staticfiles import StaticFiles
+
+from digits import __version__
+from digits.serve.discovery import find_best_run
+from digits.serve.errors import install_error_handlers
+from digits.serve.limits import BodyLimitMiddleware
+from digits.serve.recognizer import Recognizer
+from digits.serve.routes import docs, meta, page, predict
+from digits.serve.routes.page import STATIC_DIR
+from digits.serve.settings import Settings
+
+DESCRIPTION = (
+    "Handwritten digit recognition over HTTP. Send an image (multipart field `file`, or JSON with "
+    "`image` as base64) or 784 MNIST pixels; get the digit, its confidence, all ten probabilities "
+    'and the 28×28 image the model saw. Errors are JSON: `{"error": code, "detail": text}`.'
+)
+
+
+def create_app(settings: Settings | None = None, recognizer: Recognizer | None = None) -> FastAPI:
+    """The web service. `settings` default to the environment; the model to `settings.model`,
+    else the best run under `settings.runs_dir`."""
+    settings = settings or Settings()
+    if recognizer is None:
+        model_path = settings.model or find_best_run(settings.runs_dir)
+        recognizer = Recognizer.load(model_path, settings.threshold, settings.max_digits)
+
+    app = FastAPI(
+        title="digits",
+        version=__version__,
+        description=DESCRIPTION,
+        docs_url=None,  # replaced by the offline page in routes/docs.py
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.state.recognizer = recognizer
+
+    install_error_handlers(app)
+    app.include_router(page.router)
+    app.include_router(docs.router)
+    app.include_router(meta.router, prefix="/api")
+    app.include_router(predict.router, prefix="/api")
+    app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
+
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Content-Type"],
+        )
+    # Added last, so it runs first: an oversized body is refused before anything else reads it.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    return app
+
+
+def app_from_environment() -> FastAPI:
+    """Factory for uvicorn (`--factory`), used by every worker process of `digits serve`."""
+    return create_app(Settings())

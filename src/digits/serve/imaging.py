@@ -1,0 +1,96 @@
+"""Turn request bytes into a decoded image, refusing anything unsafe before the work is done.
+
+The content decides, never the file name or the declared type: Pillow identifies the format from
+the bytes, the pixel count is read from the header and checked before any pixel is decoded (so a
+small file that expands to gigabytes is refused), and the image is then fully decoded so that a
+truncated or corrupt file fails here, as a 4xx, rather than later.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from digits.serve.errors import APIError, bad_input, too_large, unsupported
+
+FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP")
+# JPEGs decode directly at a reduced scale, no smaller than this on their longer side: digits are
+# located at 512 pixels anyway, and a 12-megapixel photo then decodes in a fraction of the time.
+DRAFT_SIDE = 1024
+
+
+def decode_base64(text: str, max_bytes: int) -> bytes:
+    """Bytes of a base64 string, plain or as a data URL (`data:image/png;base64,...`)."""
+    if text.startswith("data:"):
+        header, _, text = text.partition(",")
+        if not header.endswith(";base64"):
+            raise bad_input("image: a data URL must be base64-encoded (data:...;base64,...)")
+    text = "".join(text.split())
+    if len(text) * 3 // 4 > max_bytes:
+        raise too_large(f"image: larger than {max_bytes} bytes")
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise bad_input("image: not valid base64") from None
+
+
+def decode_image(data: bytes, max_bytes: int, max_pixels: int) -> tuple[Image.Image, float]:
+    """A fully decoded image from file bytes, and the factor from its pixels to the file's
+    (above 1 when a JPEG was decoded at reduced scale); or an APIError saying what is wrong."""
+    if not data:
+        raise bad_input("the image is empty (0 bytes)")
+    if len(data) > max_bytes:
+        raise too_large(f"the image is {len(data)} bytes; the limit is {max_bytes}")
+    try:
+        with warnings.catch_warnings():
+            # Our own pixel limit below is the guard; Pillow's warning would only add noise.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=FORMATS)
+            width, height = image.size
+            if width < 1 or height < 1:
+                raise bad_input(f"the image has no pixels ({width}×{height})")
+            if width * height > max_pixels:
+                raise too_large(
+                    f"the image is {width}×{height} = {width * height} pixels; "
+                    f"the limit is {max_pixels}"
+                )
+            if image.format == "JPEG":
+                image.draft(image.mode, (DRAFT_SIDE, DRAFT_SIDE))
+            image.seek(0)  # the first frame of an animation
+            image.load()
+    except APIError:
+        raise
+    except UnidentifiedImageError:
+        raise unsupported(
+            f"not an image in a supported format ({', '.join(FORMATS)}); "
+            "the content decides, not the file name"
+        ) from None
+    except Image.DecompressionBombError as exc:
+        raise too_large(f"the image expands too far when decoded: {exc}") from None
+    except Exception as exc:
+        # Pillow reports corrupt and truncated data with many exception types (OSError,
+        # SyntaxError, ValueError, struct.error, EOFError...): all of them mean bad input.
+        raise bad_input(f"the image could not be decoded: {type(exc).__name__}: {exc}") from None
+    return image, max(width, height) / max(image.size)
+
+
+def pixels_to_array(pixels: list[float]) -> np.ndarray:
+    """784 numbers 0–255, row by row, ink bright on dark (MNIST, Kaggle CSV) → 28×28 uint8."""
+    array = np.asarray(pixels, dtype=np.float64)
+    if array.shape != (784,):
+        raise APIError(422, "invalid_request", f"pixels: expected 784 numbers, got {array.size}")
+    if not np.isfinite(array).all() or array.min() < 0 or array.max() > 255:
+        raise APIError(422, "invalid_request", "pixels: every value must be a number from 0 to 255")
+    return np.rint(array).astype(np.uint8).reshape(28, 28)
+
+
+def png_data_url(image: np.ndarray) -> str:
+    """A 2-D uint8 array as a PNG data URL, for showing the user what the model saw."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8)).save(buffer, "PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")

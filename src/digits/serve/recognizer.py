@@ -1,0 +1,147 @@
+"""The served model with the API's rules: one image or 784 pixels in, a `PredictResponse` out.
+
+It joins the pieces the command line also uses (`digits.preprocess`, `digits.segment`,
+`digits.Predictor`) and adds what belongs to the service: the confidence threshold and its
+"not sure" answer, the preview of the 28×28 the model saw, and box coordinates in the pixels of
+the image as sent. Everything here is thread-safe: routes call it from the thread pool.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from digits.predictor import Predictor
+from digits.preprocess import ImageError, preprocess
+from digits.segment import read_number
+from digits.serve.errors import bad_input
+from digits.serve.imaging import decode_image, png_data_url
+from digits.serve.schemas import Box, PredictResponse, ReadDigit, ReadResponse
+
+# A 28×28 whose brightest pixel is this faint holds no stroke; MNIST strokes peak at 255.
+BLANK_LEVEL = 24
+# One ONNX Runtime thread per request: under concurrent requests, parallelism comes from the
+# requests themselves, and intra-op threads would only fight over the same cores.
+THREADS = 1
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """What /api/model reports about the loaded model."""
+
+    name: str
+    recipe: str | None
+    accuracy: float | None
+    temperature: float
+    calibration: str
+    parameters: int | None
+    preprocessing_version: str
+    source: str
+
+
+class Recognizer:
+    def __init__(self, predictor: Predictor, threshold: float, max_digits: int) -> None:
+        self.predictor = predictor
+        self.threshold = threshold
+        self.max_digits = max_digits
+        info = predictor.info
+        self.info = ServedModel(
+            name=info.model,
+            recipe=info.recipe,
+            accuracy=info.test_accuracy,
+            temperature=info.temperature,
+            calibration=info.temperature_source,
+            parameters=info.parameters,
+            preprocessing_version=info.preprocessing_version,
+            source=Path(info.path).name,
+        )
+
+    @classmethod
+    def load(cls, model: str | Path, threshold: float, max_digits: int) -> Recognizer:
+        """Load MODEL (a run directory or an .onnx file) once, for the life of the process."""
+        return cls(Predictor.from_path(model, threads=THREADS), threshold, max_digits)
+
+    def _judge(self, row: np.ndarray) -> tuple[int | None, str | None, float]:
+        best = int(np.argmax(row))
+        confidence = float(row[best])
+        if confidence >= self.threshold:
+            return best, None, confidence
+        reason = (
+            f"not sure: best guess {best} at {confidence:.0%}, "
+            f"below the {self.threshold:.0%} threshold"
+        )
+        return None, reason, confidence
+
+    def _answer(self, pixels: np.ndarray) -> PredictResponse:
+        row = self.predictor.predict_arrays(pixels[None])[0]
+        digit, reason, confidence = self._judge(row)
+        return PredictResponse(
+            digit=digit,
+            reason=reason,
+            confidence=confidence,
+            probabilities=[float(p) for p in row],
+            preview=png_data_url(pixels),
+            model=self.info.name,
+        )
+
+    def _no_digit(self, reason: str) -> PredictResponse:
+        return PredictResponse(
+            digit=None,
+            reason=reason,
+            confidence=0.0,
+            probabilities=[0.0] * 10,
+            preview=None,
+            model=self.info.name,
+        )
+
+    def predict_pixels(self, pixels: np.ndarray) -> PredictResponse:
+        """A 28×28 uint8 already in MNIST form (ink bright on dark), straight to the model."""
+        if int(pixels.max()) < BLANK_LEVEL:
+            return self._no_digit("no digit: the pixels are blank")
+        return self._answer(pixels)
+
+    def predict_file(self, data: bytes, max_bytes: int, max_pixels: int) -> PredictResponse:
+        """An image file: decoded within the limits, prepared as MNIST was, then classified."""
+        image, _ = decode_image(data, max_bytes, max_pixels)
+        try:
+            prepared = preprocess(image, name="the image")
+        except ImageError as exc:
+            raise bad_input(str(exc)) from None
+        if prepared.pixels is None:
+            return self._no_digit(prepared.reason or "no digit")
+        return self._answer(prepared.pixels)
+
+    def read_file(self, data: bytes, max_bytes: int, max_pixels: int) -> ReadResponse:
+        """Every digit of an image file, left to right."""
+        image, scale = decode_image(data, max_bytes, max_pixels)
+        try:
+            reading = read_number(self.predictor, image, name="the image")
+        except ImageError as exc:
+            raise bad_input(str(exc)) from None
+        found = reading.digits[: self.max_digits]
+        digits = []
+        for piece in found:
+            row = np.asarray(piece.probabilities, dtype=np.float32)
+            digit, reason, confidence = self._judge(row)
+            left, top, right, bottom = (round(v * scale) for v in piece.box)
+            digits.append(
+                ReadDigit(
+                    digit=digit,
+                    reason=reason,
+                    confidence=confidence,
+                    probabilities=piece.probabilities,
+                    preview=png_data_url(piece.pixels),
+                    box=Box(x=left, y=top, width=right - left, height=bottom - top),
+                )
+            )
+        reason = reading.reason
+        if len(reading.digits) > len(found):
+            reason = f"showing the first {len(found)} of {len(reading.digits)} digits found"
+        return ReadResponse(
+            text="".join("?" if d.digit is None else str(d.digit) for d in digits),
+            digits=digits,
+            reason=reason,
+            model=self.info.name,
+        )

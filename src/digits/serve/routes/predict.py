@@ -1,0 +1,146 @@
+"""`POST /api/predict` and `POST /api/read`: an image in, the digit (or digits) out.
+
+Both take the image as a multipart upload (field `file`) or as JSON; /api/predict also takes 784
+MNIST pixels. Decoding and inference run in the thread pool: a large photo takes tens of
+milliseconds to decode and must not hold up the event loop, and ONNX Runtime releases the GIL.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, ValidationError
+from starlette.datastructures import UploadFile
+
+from digits.serve.deps import RecognizerDep, SettingsDep
+from digits.serve.errors import APIError, unsupported
+from digits.serve.imaging import decode_base64, pixels_to_array
+from digits.serve.schemas import (
+    ErrorResponse,
+    PredictRequest,
+    PredictResponse,
+    ReadRequest,
+    ReadResponse,
+)
+from digits.serve.settings import Settings
+
+router = APIRouter(tags=["recognition"])
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "The image could not be decoded."},
+    413: {"model": ErrorResponse, "description": "The body, file or pixel count is too large."},
+    415: {"model": ErrorResponse, "description": "Not an image, or not multipart or JSON."},
+    422: {"model": ErrorResponse, "description": "The request is malformed."},
+}
+MULTIPART_SCHEMA = {
+    "type": "object",
+    "required": ["file"],
+    "properties": {"file": {"type": "string", "format": "binary", "description": "An image."}},
+}
+
+
+def _body_doc(json_model: type[BaseModel]) -> dict[str, Any]:
+    """OpenAPI for a body that is either multipart with `file` or the JSON model."""
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {"schema": MULTIPART_SCHEMA},
+                "application/json": {
+                    "schema": {"$ref": f"#/components/schemas/{json_model.__name__}"}
+                },
+            },
+        }
+    }
+
+
+def _invalid(detail: str) -> APIError:
+    return APIError(422, "invalid_request", detail)
+
+
+async def _uploaded_file(request: Request, settings: Settings) -> bytes:
+    # One file and a few small fields at most: a form with thousands of parts is refused early.
+    async with request.form(max_files=1, max_fields=4) as form:
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise _invalid('multipart: send the image in a file field named "file"')
+        data = await upload.read(settings.max_upload_bytes + 1)
+    return data
+
+
+async def _json_body(request: Request, model: type[BaseModel]) -> Any:
+    raw = await request.body()
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        problems = [
+            f"{'.'.join(str(part) for part in error['loc']) or 'body'}: {error['msg']}"
+            for error in exc.errors(include_url=False)
+        ]
+        raise _invalid("; ".join(problems)) from None
+
+
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+def _unsupported_body(media: str) -> APIError:
+    return unsupported(
+        f"content type {media or '(none)'!r}: send multipart/form-data with the image in field "
+        '"file", or application/json'
+    )
+
+
+@router.post(
+    "/predict",
+    summary="Recognise one digit",
+    responses=ERRORS,
+    openapi_extra=_body_doc(PredictRequest),
+)
+async def predict(
+    request: Request, recognizer: RecognizerDep, settings: SettingsDep
+) -> PredictResponse:
+    """The digit in an image, prepared as MNIST was (grey, ink bright, cropped, 20 px, centred).
+
+    `digit` is null, with a `reason`, when there is no ink ("no digit: ...") or the confidence is
+    below the threshold ("not sure: ..."). JSON `pixels` are taken as an MNIST image already and
+    go to the model unchanged."""
+    media = _media_type(request)
+    if media == "multipart/form-data":
+        data = await _uploaded_file(request, settings)
+    elif media == "application/json":
+        body: PredictRequest = await _json_body(request, PredictRequest)
+        if body.pixels is not None:
+            return await run_in_threadpool(recognizer.predict_pixels, pixels_to_array(body.pixels))
+        assert body.image is not None
+        data = decode_base64(body.image, settings.max_upload_bytes)
+    else:
+        raise _unsupported_body(media)
+    return await run_in_threadpool(
+        recognizer.predict_file, data, settings.max_upload_bytes, settings.max_pixels
+    )
+
+
+@router.post(
+    "/read",
+    summary="Read several digits",
+    responses=ERRORS,
+    openapi_extra=_body_doc(ReadRequest),
+)
+async def read(request: Request, recognizer: RecognizerDep, settings: SettingsDep) -> ReadResponse:
+    """Every digit in an image, left to right, each with its box, confidence and preview.
+
+    `text` joins them, with "?" for a digit the model is not sure of."""
+    media = _media_type(request)
+    if media == "multipart/form-data":
+        data = await _uploaded_file(request, settings)
+    elif media == "application/json":
+        body: ReadRequest = await _json_body(request, ReadRequest)
+        data = decode_base64(body.image, settings.max_upload_bytes)
+    else:
+        raise _unsupported_body(media)
+    return await run_in_threadpool(
+        recognizer.read_file, data, settings.max_upload_bytes, settings.max_pixels
+    )

@@ -1,0 +1,109 @@
+"""Request and response bodies of the HTTP API; these models are also its OpenAPI schema."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field, model_validator
+
+
+class PredictRequest(BaseModel):
+    """One image as JSON: either a base64 image file or 784 MNIST-style pixel values."""
+
+    image: str | None = Field(
+        None,
+        description="An image file (PNG, JPEG, WebP, GIF, BMP) as base64, plain or as a data URL.",
+        examples=["data:image/png;base64,iVBORw0KGgo..."],
+    )
+    pixels: list[float] | None = Field(
+        None,
+        description="784 numbers from 0 to 255, row by row: a 28×28 image with the ink bright on "
+        "a dark background, as in MNIST and the Kaggle CSV. Sent to the model as they are.",
+        min_length=784,
+        max_length=784,
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> PredictRequest:
+        if (self.image is None) == (self.pixels is None):
+            raise ValueError('give exactly one of "image" or "pixels"')
+        return self
+
+
+class ReadRequest(BaseModel):
+    """An image holding one or more digits, as base64 (plain or a data URL)."""
+
+    image: str = Field(description="An image file as base64, plain or as a data URL.")
+
+
+class Prediction(BaseModel):
+    """What the model made of one digit."""
+
+    digit: int | None = Field(
+        description="The digit, or null when there is none or the model is not sure.", ge=0, le=9
+    )
+    reason: str | None = Field(
+        None, description='Why `digit` is null: "no digit: ..." or "not sure: ...".'
+    )
+    confidence: float = Field(description="Probability of the most likely digit, 0–1.")
+    probabilities: list[float] = Field(
+        description="Probability of each digit 0–9.", min_length=10, max_length=10
+    )
+    preview: str | None = Field(
+        description="The 28×28 image the model saw, as a PNG data URL (null when there was none)."
+    )
+
+
+class PredictResponse(Prediction):
+    model: str = Field(description="Name of the model that answered.")
+
+
+class Box(BaseModel):
+    """Where a digit was found, in pixels of the image as sent."""
+
+    x: int
+    y: int
+    width: int
+    height: int
+
+
+class ReadDigit(Prediction):
+    box: Box
+
+
+class ReadResponse(BaseModel):
+    """The digits found in one image, left to right."""
+
+    text: str = Field(description='The digits read, left to right; "?" where not sure.')
+    digits: list[ReadDigit]
+    reason: str | None = Field(None, description="Why nothing was read, when `digits` is empty.")
+    model: str
+
+
+class Health(BaseModel):
+    status: str = Field(description='"ok" when a model is loaded and answering.')
+    model: str
+    version: str
+    uptime_s: float
+
+
+class Calibration(BaseModel):
+    temperature: float = Field(description="Logits are divided by this before the softmax.")
+    source: str = Field(description="How the temperature was chosen.")
+
+
+class ModelInfo(BaseModel):
+    """The model being served and how it answers."""
+
+    name: str = Field(description="Model name, e.g. cnn.")
+    recipe: str | None = Field(description="Training recipe, when the run used one.")
+    accuracy: float | None = Field(description="Test accuracy on MNIST's 10 000 test images.")
+    parameters: int | None = Field(description="Trainable parameters.")
+    calibration: Calibration
+    preprocessing_version: str = Field(description="Version of the image preparation it expects.")
+    source: str = Field(description="File name the model was loaded from.")
+    threshold: float = Field(description='Confidence below which the answer is "not sure".')
+    version: str = Field(description="Version of the digits package serving it.")
+
+
+class ErrorResponse(BaseModel):
+    error: str = Field(description="A stable code: bad_input, too_large, not_found, ...")
+    detail: str = Field(description="What is wrong, for a person.")

@@ -1,0 +1,46 @@
+"""Service settings: defaults, overridden by `DIGITS_SERVE_*` environment variables.
+
+`digits serve` resolves the model and writes its options into the environment before uvicorn
+starts, so every worker process builds the same app from the same settings.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    """How the web service runs; each field is also `DIGITS_SERVE_<FIELD>` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="DIGITS_SERVE_", extra="ignore")
+
+    model: Path | None = None
+    """A run directory holding model.onnx, or an .onnx file; None serves the best run found."""
+    runs_dir: Path = Path("runs")
+    """Where to look for trained runs when no model is given."""
+    host: str = "127.0.0.1"
+    """Interface to listen on; loopback unless asked otherwise."""
+    port: int = Field(default=8000, ge=0, le=65535)
+    """TCP port."""
+    workers: int = Field(default=1, ge=1, le=64)
+    """Worker processes, each with its own copy of the model."""
+    max_upload_bytes: int = Field(default=8 * MIB, ge=1024)
+    """Largest image file accepted, in bytes (a base64 body may be a third larger)."""
+    max_pixels: int = Field(default=40_000_000, ge=784)
+    """Largest image accepted, in pixels (width × height), checked before decoding."""
+    threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    """Below this confidence the answer is "not sure" and `digit` is null."""
+    max_digits: int = Field(default=32, ge=1, le=1000)
+    """Most digits /api/read returns for one image."""
+    cors_origins: list[str] = Field(default_factory=list)
+    """Origins allowed to call the API from a browser; empty turns CORS off."""
+
+    @property
+    def max_body_bytes(self) -> int:
+        """Largest request body: a base64 image in JSON, or a multipart file with its headers."""
+        return self.max_upload_bytes * 4 // 3 + 64 * 1024
