@@ -263,7 +263,7 @@ def tune(
     data_path: str | None = None,
     data: DigitData | None = None,
     val_split: float = 0.1,
-    recipe_out: Path | None = None,
+    recipe_out: str | Path | None = None,
     sampler_seed: int | None = None,
 ) -> TuneResult:
     """Run `trials` more trials of the study (creating or resuming it); write the best recipe.
@@ -299,6 +299,6 @@ def tune(
         return TuneResult(name, storage, rows, None, None, None)
     best_trial = study.best_trial
     config = recipe_from_trial(best_trial, name)
-    path = recipe_out or DEFAULT_ROOT / f"{name}.json"
+    path = Path(recipe_out) if recipe_out is not None else DEFAULT_ROOT / f"{name}.json"
     write_recipe(config, path)
     return TuneResult(name, storage, rows, _row(best_trial), config, path)

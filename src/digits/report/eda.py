@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
-from digits.report.figures import mosaic, new_figure, show_digit
+from digits.report.figures import mosaic, new_figure
 
 
 def sample_grid(
@@ -56,10 +56,21 @@ def class_balance(train_labels: np.ndarray, test_labels: np.ndarray | None) -> F
 
 def mean_images(images: np.ndarray, labels: np.ndarray) -> Figure:
     """The average training image of each digit: what a linear model would learn to look for."""
-    figure = new_figure(10, 1.6)
-    figure.suptitle("mean training image per class")
-    for digit, axes in enumerate(figure.subplots(1, 10)):
-        members = images[labels == digit]
-        mean = members.mean(axis=0) if len(members) else np.zeros(images.shape[1:])
-        show_digit(axes, mean, str(digit))
+    means = np.stack(
+        [
+            images[labels == digit].mean(axis=0)
+            if np.any(labels == digit)
+            else np.zeros(images.shape[1:])
+            for digit in range(10)
+        ]
+    )
+    figure = new_figure(10, 1.5)
+    axes = figure.subplots()
+    axes.imshow(mosaic(means, columns=10, pad=4), cmap="gray", interpolation="nearest")
+    side = images.shape[2] + 4
+    axes.set_xticks(
+        [side * digit + side / 2 - 2 for digit in range(10)], [str(d) for d in range(10)]
+    )
+    axes.set_yticks([])
+    axes.set_title("mean training image per class")
     return figure

@@ -1,0 +1,209 @@
+"""`digits tune`: search spaces per family, pruning, resumable studies, best config as a recipe."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+from typer.testing import CliRunner
+
+from digits import tune as tuning
+from digits.cli import app
+from digits.data import DigitData, load_dataset
+from digits.models import REGISTRY, create_model
+from digits.train import EpochRecord, TrainConfig, fit, read_history, read_metrics
+from digits.tune import SPACES, model_family, suggest_config, tune
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+QUICK: dict[str, Any] = {"max_epochs": 1, "limit": 300, "sampler_seed": 0}
+
+
+def _fixed_choices(model: str) -> dict[str, Any]:
+    """One valid value of every hyperparameter the model's family may ask for."""
+    space = SPACES[model_family(model)]
+    values: dict[str, Any] = {name: choices[0] for name, choices in space.model_args.items()}
+    values.update(
+        dropout=space.dropout[1],
+        lr=space.lr[0],
+        batch_size=space.batch_sizes[-1],
+        schedule=space.schedules[-1],
+        epochs=2,
+        augment=0.5,
+    )
+    return values
+
+
+@pytest.mark.parametrize("model", list(REGISTRY))
+def test_every_model_gets_a_config_it_can_build(model: str) -> None:
+    config = suggest_config(
+        optuna.trial.FixedTrial(_fixed_choices(model)), TrainConfig(model=model), max_epochs=3
+    )
+
+    create_model(config.model, **config.model_args)  # only arguments the factory takes
+    assert config.lr == SPACES[model_family(model)].lr[0]
+    assert config.epochs == 2
+
+
+def test_dense_and_conv_families_search_different_widths() -> None:
+    assert model_family("ann") == "dense"
+    assert model_family("mlp") == "dense"
+    assert model_family("cnn") == "conv"
+    assert model_family("cnn-kaggle") == "conv"
+    dense = suggest_config(optuna.trial.FixedTrial(_fixed_choices("mlp")), TrainConfig("mlp"), 3)
+    conv = suggest_config(optuna.trial.FixedTrial(_fixed_choices("cnn")), TrainConfig("cnn"), 3)
+    assert set(dense.model_args) == {"hidden", "second"}
+    assert set(conv.model_args) == {"width", "hidden"}
+
+
+def test_a_callback_exception_stops_training_and_propagates(
+    tmp_path: Path, small_npz: Path
+) -> None:
+    def prune(record: EpochRecord) -> None:
+        raise optuna.TrialPruned(f"epoch {record.epoch}")
+
+    config = TrainConfig(model="ann", epochs=3, limit=300, data=str(small_npz))
+    with pytest.raises(optuna.TrialPruned, match="epoch 1"):
+        fit(config, tmp_path / "run", on_epoch=prune)
+    assert len(read_history(tmp_path / "run")) == 1
+
+
+def test_a_trial_behind_the_pruner_is_pruned(small_npz: Path) -> None:
+    data = load_dataset(small_npz)
+    study = optuna.create_study(
+        direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=1.01)
+    )
+    base = TrainConfig(model="ann", val_split=0.1, limit=300)
+
+    study.optimize(tuning._objective(base, 2, data), n_trials=1)
+
+    assert study.trials[0].state == optuna.trial.TrialState.PRUNED
+    assert list(study.trials[0].intermediate_values) == [1]
+
+
+def test_study_resumes_and_best_config_trains(tmp_path: Path, small_npz: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    recipe = tmp_path / "best.json"
+    common: dict[str, Any] = {
+        "storage": storage,
+        "data_path": str(small_npz),
+        "recipe_out": recipe,
+        **QUICK,
+    }
+
+    first = tune("ann", 2, **common)
+    second = tune("ann", 2, **common)
+
+    assert [row.number for row in first.trials] == [0, 1]
+    assert [row.number for row in second.trials] == [0, 1, 2, 3]
+    assert len(optuna.load_study(study_name="ann", storage=storage).trials) == 4
+    assert second.best is not None
+    finished = [row.val_accuracy for row in second.trials if row.state == "complete"]
+    assert second.best.val_accuracy == max(v for v in finished if v is not None)
+    # The recipe is the best trial's config for full training: no subset limit.
+    config = TrainConfig.from_dict(json.loads(recipe.read_text()))
+    assert config == second.best_config
+    assert config.limit is None
+    assert config.recipe == "tuned-ann"
+    assert config.lr == pytest.approx(second.best.params["lr"])
+    run = fit(replace(config, limit=300), tmp_path / "trained")
+    assert read_metrics(run)["test"]["count"] == 1000
+
+
+def test_the_test_split_never_reaches_a_trial(
+    tmp_path: Path, small_npz: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[DigitData] = []
+    real_fit = tuning.fit
+
+    def spy(config: TrainConfig, out_dir: Path, **kwargs: Any) -> Path:
+        seen.append(kwargs["data"])
+        return real_fit(config, out_dir, **kwargs)
+
+    monkeypatch.setattr(tuning, "fit", spy)
+    tune(
+        "ann",
+        1,
+        storage=f"sqlite:///{tmp_path / 's.db'}",
+        data=load_dataset(small_npz),
+        recipe_out=tmp_path / "r.json",
+        **QUICK,
+    )
+
+    assert len(seen) == 1
+    assert seen[0].x_test is None
+    assert seen[0].y_test is None
+
+
+def test_a_study_cannot_be_resumed_with_other_settings(tmp_path: Path, small_npz: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    settings: dict[str, Any] = {"storage": storage, "data_path": str(small_npz), "limit": 300}
+    tune("ann", 1, max_epochs=1, recipe_out=tmp_path / "r.json", **settings)
+
+    with pytest.raises(ValueError, match=r"study 'ann' .* max_epochs 1 \(asked: 2\)"):
+        tune("ann", 1, max_epochs=2, **settings)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"model": "resnet", "trials": 1}, "unknown model 'resnet'"),
+        ({"model": "ann", "trials": 0}, "trials must be >= 1"),
+        ({"model": "ann", "trials": 1, "val_split": 0.0}, "needs a validation split"),
+        ({"model": "ann", "trials": 1, "max_epochs": 0}, "epochs must be >= 1"),
+        ({"model": "ann", "trials": 1, "timeout": -1.0}, "timeout must be > 0"),
+    ],
+)
+def test_bad_arguments_are_clear_errors(arguments: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        tune(**arguments)
+
+
+def test_two_processes_share_one_sqlite_study(tmp_path: Path, small_npz: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    script = (
+        "import optuna, sys; from pathlib import Path; from digits.tune import tune; "
+        "optuna.logging.set_verbosity(optuna.logging.WARNING); "
+        f"tune('ann', 1, storage={storage!r}, max_epochs=1, limit=200, "
+        f"data_path={str(small_npz)!r}, recipe_out=Path(sys.argv[1]))"
+    )
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(tmp_path / f"best{i}.json")],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    for worker in workers:
+        _, errors = worker.communicate(timeout=120)
+        assert worker.returncode == 0, errors
+
+    trials = optuna.load_study(study_name="ann", storage=storage).trials
+    assert sorted(trial.number for trial in trials) == [0, 1]
+    assert all(trial.state.is_finished() for trial in trials)
+    assert all(trial.state != optuna.trial.TrialState.FAIL for trial in trials)
+
+
+def test_tune_command_prints_the_table_and_writes_the_recipe(
+    tmp_path: Path, small_npz: Path
+) -> None:
+    recipe = tmp_path / "best.json"
+    result = CliRunner().invoke(
+        app,
+        [
+            "tune", "--model", "ann", "--trials", "1", "--epochs", "1", "--limit", "200",
+            "--data", str(small_npz), "--storage", f"sqlite:///{tmp_path / 'cli.db'}",
+            "--study", "cli", "--recipe-out", str(recipe), "--seed", "0",
+        ],
+    )  # fmt: skip
+
+    assert result.exit_code == 0, result.output
+    assert "study cli" in result.output
+    assert f"digits train --recipe {recipe}" in result.output.replace("\n", "")
+    assert TrainConfig.from_dict(json.loads(recipe.read_text())).recipe == "tuned-cli"
