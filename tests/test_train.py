@@ -1,0 +1,180 @@
+"""Training: run directory contents, reproducibility, resume after a kill, early stopping."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from digits.data import DigitData
+from digits.train import RunError, TrainConfig, fit, load_model, read_history, read_metrics
+
+
+def _config(**overrides: object) -> TrainConfig:
+    values: dict[str, object] = {
+        "model": "cnn",
+        "epochs": 2,
+        "limit": 1200,
+        "batch_size": 64,
+        "lr": 0.003,
+    }
+    values.update(overrides)
+    return TrainConfig.from_dict(values)
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(run / "model.safetensors"))
+
+
+def _same_weights(a: Path, b: Path) -> bool:
+    left, right = _weights(a), _weights(b)
+    return left.keys() == right.keys() and all(torch.equal(left[k], right[k]) for k in left)
+
+
+def test_run_directory_holds_everything(tmp_path: Path, small_mnist: DigitData) -> None:
+    run = fit(_config(), tmp_path / "run", data=small_mnist)
+    names = {p.name for p in run.iterdir()}
+    assert {
+        "config.json",
+        "history.csv",
+        "metrics.json",
+        "model.safetensors",
+        "checkpoint.pt",
+    } <= names
+    assert json.loads((run / "config.json").read_text())["model"] == "cnn"
+    history = read_history(run)
+    assert [row["epoch"] for row in history] == [1.0, 2.0]
+    assert all(row["val_accuracy"] is not None for row in history)
+    metrics = read_metrics(run)
+    assert metrics["parameters"] == 93_322
+    assert metrics["test"]["count"] == 1000
+    assert metrics["test"]["accuracy"] > 0.5  # 1 080 images, 2 epochs: well above chance
+    model = load_model(run)
+    assert not model.training
+    with torch.no_grad():
+        assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_same_seed_same_weights_other_seed_other_weights(
+    tmp_path: Path, small_mnist: DigitData
+) -> None:
+    first = fit(_config(model="cnn-dropout"), tmp_path / "a", data=small_mnist)
+    second = fit(_config(model="cnn-dropout"), tmp_path / "b", data=small_mnist)
+    other = fit(_config(model="cnn-dropout", seed=1), tmp_path / "c", data=small_mnist)
+    assert _same_weights(first, second)
+    assert read_history(first) == read_history(second) or all(
+        a["val_accuracy"] == b["val_accuracy"]
+        for a, b in zip(read_history(first), read_history(second), strict=True)
+    )
+    assert not _same_weights(first, other)
+
+
+def test_resume_after_interruption_matches_an_uninterrupted_run(
+    tmp_path: Path, small_mnist: DigitData
+) -> None:
+    config = _config(model="cnn-dropout", epochs=3)
+    straight = fit(config, tmp_path / "straight", data=small_mnist)
+    stopped = fit(config, tmp_path / "stopped", data=small_mnist, stop_after_epoch=1)
+    assert not (stopped / "metrics.json").exists()
+    assert len(read_history(stopped)) == 1
+    resumed = fit(config, stopped, data=small_mnist, resume=True)
+    assert _same_weights(straight, resumed)
+    assert [r["val_accuracy"] for r in read_history(straight)] == [
+        r["val_accuracy"] for r in read_history(resumed)
+    ]
+
+
+def test_killed_process_resumes_from_its_last_epoch(tmp_path: Path, small_npz: Path) -> None:
+    run = tmp_path / "killed"
+    command = [
+        sys.executable,
+        "-m",
+        "digits",
+        "train",
+        "--model",
+        "mlp",
+        "--epochs",
+        "40",
+        "--data",
+        str(small_npz),
+        "--out",
+        str(run),
+        "--quiet",
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not (run / "history.csv").exists() or len(read_history(run)) < 2:
+        assert process.poll() is None, process.stderr.read() if process.stderr else ""
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    done_before = len(read_history(run))
+    assert done_before < 40
+    resumed = subprocess.run(
+        [*command[:6], "--epochs", "4", *command[8:], "--resume"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    history = read_history(run)
+    assert [row["epoch"] for row in history] == [
+        float(e) for e in range(1, max(done_before, 4) + 1)
+    ]
+    assert read_metrics(run)["epochs_run"] == len(history)
+
+
+def test_early_stopping_keeps_the_best_epoch(tmp_path: Path, small_mnist: DigitData) -> None:
+    # A learning rate this high makes validation accuracy stall or fall at once.
+    run = fit(
+        _config(model="ann", epochs=8, lr=0.5, optimizer="sgd", patience=2),
+        tmp_path / "r",
+        data=small_mnist,
+    )
+    history = read_history(run)
+    metrics = read_metrics(run)
+    assert len(history) < 8
+    best = max(history, key=lambda row: row["val_accuracy"] or 0.0)
+    assert metrics["best_epoch"] == best["epoch"]
+    assert metrics["val_accuracy"] == best["val_accuracy"]
+
+
+def test_existing_run_and_missing_run_are_clear_errors(
+    tmp_path: Path, small_mnist: DigitData
+) -> None:
+    run = fit(_config(model="ann", epochs=1), tmp_path / "r", data=small_mnist)
+    with pytest.raises(RunError, match="already holds a run; pass --resume"):
+        fit(_config(model="ann", epochs=1), run, data=small_mnist)
+    with pytest.raises(RunError, match="nothing to resume"):
+        fit(_config(), tmp_path / "nothing", data=small_mnist, resume=True)
+    with pytest.raises(RunError, match="not a trained run directory"):
+        load_model(tmp_path / "nothing")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("model", "nope", "unknown model 'nope'"),
+        ("epochs", 0, "epochs must be >= 1"),
+        ("optimizer", "lbfgs", "optimizer 'lbfgs'"),
+        ("val_split", 1.5, r"val_split must be in \[0, 1\)"),
+        ("precision", "fp8", "precision 'fp8'"),
+    ],
+)
+def test_invalid_configs(field: str, value: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        _config(**{field: value})
+
+
+def test_unknown_config_key() -> None:
+    with pytest.raises(ValueError, match="unknown training config keys: colour"):
+        TrainConfig.from_dict({"model": "cnn", "colour": "red"})
