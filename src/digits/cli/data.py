@@ -38,18 +38,15 @@ def data_info(
     if as_json:
         print_json(info)
         return
-    table = Table(title=f"{info['source']} — {info['path']}")
-    table.add_column("split")
-    table.add_column("images", justify="right")
-    table.add_column("shape")
+    splits = list(info["splits"].values())
+    console.print(f"source: {info['source']}\nfile:   {info['path']}\ncache:  {info['cache_dir']}")
+    for split in splits:
+        shape = "×".join(map(str, split["shape"]))
+        console.print(f"{split['name']}: {split['count']:,} images, {shape}, {info['dtype']}")
+    table = Table(title="images per class")
+    table.add_column("digit", justify="right")
+    for split in splits:
+        table.add_column(split["name"], justify="right")
     for digit in range(10):
-        table.add_column(str(digit), justify="right")
-    for split in info["splits"].values():
-        table.add_row(
-            split["name"],
-            f"{split['count']:,}",
-            "×".join(map(str, split["shape"])),
-            *(f"{c:,}" for c in split["class_counts"]),
-        )
+        table.add_row(str(digit), *(f"{split['class_counts'][digit]:,}" for split in splits))
     console.print(table)
-    console.print(f"dtype {info['dtype']}, cache {info['cache_dir']}")
