@@ -38,7 +38,12 @@ def serve_command(
     web_app = create_app(settings)
     info = web_app.state.recognizer.info
     accuracy = "" if info.accuracy is None else f", {info.accuracy:.2%} test accuracy"
-    console.print(f"serving {model_path} ({info.name}{accuracy}) on http://{host}:{port}/")
+    console.print(
+        f"serving {model_path} ({info.name}{accuracy}) on http://{host}:{port}/",
+        soft_wrap=True,
+        markup=False,
+        highlight=False,
+    )
     if workers == 1:
         uvicorn.run(web_app, host=host, port=port, log_level="info")
         return
