@@ -115,6 +115,25 @@ def test_study_resumes_and_best_config_trains(tmp_path: Path, small_npz: Path) -
     assert read_metrics(run)["test"]["count"] == 1000
 
 
+def test_a_written_recipe_trains_from_the_command_line(tmp_path: Path, small_npz: Path) -> None:
+    pytest.importorskip("digits.recipes")
+    from digits.recipes import get_recipe
+
+    recipe = tmp_path / "tuned.json"
+    config = TrainConfig(model="fnn", epochs=1, lr=0.002, recipe="tuned-fnn", data=str(small_npz))
+    tuning.write_recipe(config, recipe)
+    assert get_recipe(recipe) == config
+
+    out = tmp_path / "run"
+    result = CliRunner().invoke(
+        app, ["train", "--recipe", str(recipe), "--limit", "200", "--out", str(out), "--quiet"]
+    )
+
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "config.json").read_text())["lr"] == 0.002
+    assert read_metrics(out)["test"] is not None
+
+
 def test_the_test_split_never_reaches_a_trial(
     tmp_path: Path, small_npz: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

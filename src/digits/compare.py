@@ -88,7 +88,7 @@ def resolve_item(item: str) -> TrainConfig:
     own settings, which a bare model name cannot.
     """
     recipes = _recipe_names()
-    if item in recipes or (item.endswith(".json") and Path(item).is_file()):
+    if item in recipes or Path(item).is_file():
         if _recipes_available():
             from digits.recipes import get_recipe
 
@@ -98,9 +98,7 @@ def resolve_item(item: str) -> TrainConfig:
         # Plain models train on all the training data, scored on the test set.
         return TrainConfig(model=item, val_split=0.0)
     known = ", ".join(recipes + [name for name in REGISTRY if name not in recipes])
-    raise ValueError(
-        f"compare: {item!r} is neither a recipe, a recipe .json file nor a model ({known})"
-    )
+    raise ValueError(f"compare: {item!r} is neither a recipe, a recipe file nor a model ({known})")
 
 
 def resolve_items(
