@@ -30,7 +30,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from digits.atomic import atomic_write_bytes, atomic_write_text
+from digits.augment import AugmentConfig, augment_batch
 from digits.data import DigitData, load_dataset, load_mnist, stratified_split
+from digits.ema import WeightAverage
 from digits.models import REGISTRY, count_parameters, create_model
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
@@ -69,6 +71,12 @@ class TrainConfig:
     """Learning-rate schedule, one of SCHEDULES; stepped per batch."""
     label_smoothing: float = 0.0
     """Cross-entropy label smoothing."""
+    augment: dict[str, float] | None = None
+    """Random distortion strengths of training batches (`digits.augment.AugmentConfig` fields:
+    rotation, zoom, shift, shear, elastic, elastic_sigma); None trains on the images as they are."""
+    ema_decay: float | None = None
+    """Keep an exponential moving average of the weights with this decay per step (e.g. 0.999);
+    validation, the kept checkpoint and the test metrics then use the averaged weights."""
     seed: int = 0
     """Seeds the split, the initial weights, the batch order and dropout."""
     val_split: float = 0.1
@@ -105,6 +113,13 @@ class TrainConfig:
             problems.append(f"val_split must be in [0, 1), got {self.val_split}")
         if not 0.0 <= self.label_smoothing < 1.0:
             problems.append(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.augment is not None:
+            try:
+                AugmentConfig.from_dict(self.augment)
+            except (TypeError, ValueError) as exc:
+                problems.append(str(exc))
+        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+            problems.append(f"ema_decay must be in (0, 1), got {self.ema_decay}")
         if self.patience < 0:
             problems.append(f"patience must be >= 0, got {self.patience}")
         if self.limit is not None and self.limit < 1:
@@ -337,6 +352,10 @@ def fit(
     steps_per_epoch = math.ceil(len(x_train) / config.batch_size)
     schedule = _make_schedule(config, optimizer, steps_per_epoch)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    augment = AugmentConfig.from_dict(config.augment) if config.augment else None
+    # With EMA on, the averaged copy is what gets validated, kept and tested.
+    ema = WeightAverage(model, config.ema_decay) if config.ema_decay else None
+    kept = ema.module if ema is not None else model
     bf16 = use_bf16(config.precision)
 
     history: list[EpochRecord] = []
@@ -347,6 +366,8 @@ def fit(
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
         history = [EpochRecord(**row) for row in json.loads(state["history"])]
         best_accuracy, best_epoch = state["best_accuracy"], state["best_epoch"]
         stale_epochs, start_epoch = state["stale_epochs"], state["epoch"] + 1
@@ -366,13 +387,15 @@ def fit(
             seen = reported = 0
             for step in range(steps_per_epoch):
                 batch = order[step * config.batch_size : (step + 1) * config.batch_size]
-                images, labels = x_train[batch], y_train[batch]
+                images, labels = augment_batch(x_train[batch], augment), y_train[batch]
                 optimizer.zero_grad(set_to_none=True)
                 with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
                     logits = model(images).float()
                 loss = loss_fn(logits, labels)
                 loss.backward()
                 optimizer.step()
+                if ema is not None:
+                    ema.update(model)
                 schedule.step()
                 with torch.no_grad():
                     loss_sum += loss.detach() * len(batch)
@@ -392,7 +415,7 @@ def fit(
             val_loss = val_accuracy = None
             if has_val:
                 val_loss, val_accuracy = _loss_and_accuracy(
-                    predict_logits(model, x_val, bf16=bf16), y_val
+                    predict_logits(kept, x_val, bf16=bf16), y_val
                 )
             record = EpochRecord(
                 epoch=epoch,
@@ -410,7 +433,7 @@ def fit(
             score = val_accuracy if val_accuracy is not None else float(epoch)
             if score > best_accuracy:
                 best_accuracy, best_epoch, stale_epochs = score, epoch, 0
-                save_weights(out_dir / WEIGHTS_FILE, model, config)
+                save_weights(out_dir / WEIGHTS_FILE, kept, config)
             else:
                 stale_epochs += 1
             finished_early = config.patience > 0 and stale_epochs >= config.patience
@@ -422,6 +445,7 @@ def fit(
                     "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(),
                     "schedule": schedule.state_dict(),
+                    "ema": ema.state_dict() if ema is not None else None,
                     "history": json.dumps([asdict(r) for r in history]),
                     "best_accuracy": best_accuracy,
                     "best_epoch": best_epoch,
@@ -470,7 +494,14 @@ def _write_metrics(
 
 
 def load_model(run_dir: str | Path) -> nn.Module:
-    """Rebuild the trained model of a run directory (best epoch), in eval mode."""
+    """Rebuild the trained model of a run directory (best epoch), in eval mode.
+
+    An ensemble directory gives the module that outputs the log of its averaged probabilities.
+    """
+    from digits.ensemble import is_ensemble, load_ensemble
+
+    if is_ensemble(run_dir):
+        return load_ensemble(run_dir)
     path = Path(run_dir) / WEIGHTS_FILE
     if not path.exists():
         raise RunError(f"{run_dir}: no {WEIGHTS_FILE} (not a trained run directory)")

@@ -6,6 +6,8 @@ from __future__ import annotations
 from digits.cli import (  # noqa: F401  (importing registers the commands)
     compare,
     data,
+    ensemble,
+    recipes,
     report,
     training,
     tune,

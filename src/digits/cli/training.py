@@ -71,12 +71,26 @@ def train_command(
         bool, typer.Option(help="Continue the run in --out from its last epoch.")
     ] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+    recipe: Annotated[
+        str | None,
+        typer.Option(help="Recipe name or JSON file (digits recipes); options given override it."),
+    ] = None,
+    ensemble: Annotated[
+        int | None, typer.Option(help="Train K seeds (S, S+1, ...) and average them into --out.")
+    ] = None,
 ) -> None:
     """Train a model; the run directory gets config, history, weights and metrics."""
+    from dataclasses import asdict
+
     from digits.train import TrainConfig, fit, read_metrics
 
-    if model is None and not resume:
-        raise ValueError("say which model to train: --model NAME (see `digits models`)")
+    if model is not None and recipe is not None:
+        raise ValueError("--model and --recipe exclude each other: a recipe names its own model")
+    if model is None and recipe is None and not resume:
+        raise ValueError(
+            "say what to train: --model NAME or --recipe NAME|FILE "
+            "(see `digits models`, `digits recipes`)"
+        )
     overrides = {
         "epochs": epochs,
         "batch_size": batch_size,
@@ -89,12 +103,23 @@ def train_command(
         "limit": limit,
     }
     values: dict[str, Any] = {"model": model or "cnn", "seed": seed}
+    if recipe is not None:
+        from digits.recipes import get_recipe
+
+        values = {**asdict(get_recipe(recipe)), "seed": seed}
     values.update({key: value for key, value in overrides.items() if value is not None})
     if data is not None:
         values["data"] = str(data)
     config = TrainConfig.from_dict(values)
-    run_dir = out or Path("runs") / f"{config.model}-seed{config.seed}"
-    fit(config, run_dir, resume=resume, progress=not quiet)
+    name = config.recipe or config.model
+    if ensemble is not None:
+        from digits.ensemble import train_ensemble
+
+        run_dir = out or Path("runs") / f"{name}-ensemble{ensemble}-seed{config.seed}"
+        train_ensemble(config, run_dir, ensemble, progress=not quiet)
+    else:
+        run_dir = out or Path("runs") / f"{name}-seed{config.seed}"
+        fit(config, run_dir, resume=resume, progress=not quiet)
     metrics = read_metrics(run_dir)
     summary = f"run saved to {run_dir}: best epoch {metrics['best_epoch']}"
     if metrics["test"]:

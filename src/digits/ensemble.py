@@ -1,0 +1,194 @@
+"""Ensembles: several trained runs whose softmax outputs are averaged, stored as a run directory.
+
+An ensemble directory holds copies of its members' weights, so it stands alone:
+  ensemble.json          the members: weight file, source run, model, recipe, test accuracy
+  members/*.safetensors  each member's weights (with the metadata that rebuilds its model)
+  metrics.json           test metrics of the averaged prediction, like a run's
+
+`digits.train.load_model(DIR)` returns a `SoftmaxAverage` for it: a module whose output is the log
+of the averaged probabilities, so softmax of its output is exactly that average, and evaluation,
+ONNX export, calibration and serving treat an ensemble like any other run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from digits.atomic import atomic_write_text
+from digits.data import DigitData, load_dataset, load_mnist
+from digits.models import count_parameters, create_model
+from digits.train import (
+    CONFIG_FILE,
+    METRICS_FILE,
+    WEIGHTS_FILE,
+    RunError,
+    TrainConfig,
+    fit,
+    read_metrics,
+)
+
+ENSEMBLE_FILE = "ensemble.json"
+MEMBERS_DIR = "members"
+
+
+class SoftmaxAverage(nn.Module):
+    """log(mean_i softmax(member_i(x))): its softmax is the members' averaged probabilities."""
+
+    def __init__(self, members: Sequence[nn.Module]) -> None:
+        super().__init__()
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        self.members = nn.ModuleList(members)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        # log-sum-exp of log-probabilities: the log of the summed probabilities without underflow.
+        log_probs = torch.stack([torch.log_softmax(m(images).float(), 1) for m in self.members])
+        return torch.logsumexp(log_probs, dim=0) - math.log(len(self.members))
+
+
+def is_ensemble(run_dir: str | Path) -> bool:
+    return (Path(run_dir) / ENSEMBLE_FILE).exists()
+
+
+def _load_weights(path: Path) -> nn.Module:
+    """A model from a safetensors file whose metadata names it (as `save_weights` writes)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata() or {}
+    if "model" not in metadata:
+        raise RunError(f"{path}: no model name in the metadata")
+    model = create_model(metadata["model"], **json.loads(metadata.get("model_args", "{}")))
+    model.load_state_dict(load_file(str(path)))
+    return model.eval()
+
+
+def load_ensemble(run_dir: str | Path) -> SoftmaxAverage:
+    """The averaged model of an ensemble directory, in eval mode."""
+    run_dir = Path(run_dir)
+    path = run_dir / ENSEMBLE_FILE
+    try:
+        members = json.loads(path.read_text())["members"]
+        files = [run_dir / member["file"] for member in members]
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise RunError(f"{path}: not a valid ensemble description ({exc})") from None
+    missing = [str(file) for file in files if not file.exists()]
+    if missing:
+        raise RunError(f"{path}: member weights missing: {', '.join(missing)}")
+    return SoftmaxAverage([_load_weights(file) for file in files]).eval()
+
+
+def _member_config(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / CONFIG_FILE
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _test_data(runs: Sequence[Path]) -> DigitData:
+    """The data set the members were trained on (all must agree), for the test metrics."""
+    sources = {_member_config(run).get("data") for run in runs}
+    if len(sources) > 1:
+        names = ", ".join(sorted(map(str, sources)))
+        raise ValueError(f"ensemble members were trained on different data: {names}")
+    source = sources.pop()
+    return load_mnist() if source is None else load_dataset(source)
+
+
+def build_ensemble(
+    runs: Sequence[str | Path],
+    out_dir: str | Path,
+    *,
+    data: DigitData | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Average the trained runs `runs` into the ensemble directory `out_dir`; return it.
+
+    The test metrics in metrics.json use `data` (default: the data the members were trained on).
+    """
+    from digits.evaluate import evaluate_model
+
+    out_dir = Path(out_dir)
+    run_dirs = [Path(run) for run in runs]
+    if not run_dirs:
+        raise ValueError("an ensemble needs at least one run directory")
+    for run in run_dirs:
+        if is_ensemble(run):
+            raise RunError(f"{run}: is an ensemble itself; give the runs it was built from")
+        if not (run / WEIGHTS_FILE).exists():
+            raise RunError(f"{run}: no {WEIGHTS_FILE} (not a trained run directory)")
+    if (out_dir / CONFIG_FILE).exists():
+        raise RunError(f"{out_dir} holds a training run; choose another --out for the ensemble")
+    if is_ensemble(out_dir) and not overwrite:
+        raise RunError(f"{out_dir} already holds an ensemble; choose another --out")
+
+    (out_dir / MEMBERS_DIR).mkdir(parents=True, exist_ok=True)
+    members = []
+    for index, run in enumerate(run_dirs):
+        file = f"{MEMBERS_DIR}/{index}-{run.name}.safetensors"
+        shutil.copyfile(run / WEIGHTS_FILE, out_dir / file)
+        run_metrics = read_metrics(run) if (run / METRICS_FILE).exists() else {}
+        test = run_metrics.get("test") or {}
+        members.append(
+            {
+                "file": file,
+                "run": str(run),
+                "model": run_metrics.get("model") or _member_config(run).get("model"),
+                "recipe": run_metrics.get("recipe"),
+                "train_seconds": run_metrics.get("train_seconds"),
+                "test_accuracy": test.get("accuracy"),
+            }
+        )
+    atomic_write_text(out_dir / ENSEMBLE_FILE, json.dumps({"members": members}, indent=2))
+
+    model = load_ensemble(out_dir)
+    data = _test_data(run_dirs) if data is None else data
+    recipes = sorted({str(member["recipe"]) for member in members if member["recipe"]})
+    seconds = [m["train_seconds"] for m in members if m["train_seconds"] is not None]
+    metrics: dict[str, Any] = {
+        "model": "ensemble",
+        "recipe": f"ensemble of {len(members)} × {', '.join(recipes)}" if recipes else None,
+        "members": len(members),
+        "parameters": count_parameters(model),
+        "train_seconds": sum(seconds) if len(seconds) == len(members) else None,
+        "val_accuracy": None,
+        "val_loss": None,
+        "test": None,
+    }
+    if data.x_test is not None and data.y_test is not None:
+        metrics["test"] = evaluate_model(model, data.x_test, data.y_test).to_dict()
+    atomic_write_text(out_dir / METRICS_FILE, json.dumps(metrics, indent=2))
+    return out_dir
+
+
+def train_ensemble(
+    config: TrainConfig,
+    out_dir: str | Path,
+    count: int,
+    *,
+    progress: bool = False,
+    data: DigitData | None = None,
+) -> Path:
+    """Train `count` runs of `config` with seeds seed, seed+1, ... under out_dir/seed<S>, then
+    average them into out_dir. Finished members are reused and unfinished ones resumed, so an
+    interrupted command can simply be run again."""
+    if count < 1:
+        raise ValueError(f"--ensemble must be >= 1, got {count}")
+    out_dir = Path(out_dir)
+    runs = []
+    for offset in range(count):
+        member = replace(config, seed=config.seed + offset)
+        run_dir = out_dir / f"seed{member.seed}"
+        if not (run_dir / METRICS_FILE).exists():
+            resume = (run_dir / CONFIG_FILE).exists()
+            fit(member, run_dir, resume=resume, progress=progress, data=data)
+        runs.append(run_dir)
+    return build_ensemble(runs, out_dir, data=data, overwrite=True)
