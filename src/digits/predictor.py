@@ -257,3 +257,20 @@ def fill_prediction(prediction: Prediction, row: np.ndarray, min_confidence: flo
             f"unsure: best guess {best} at confidence {prediction.confidence:.2f}, "
             f"below the minimum {min_confidence:.2f}"
         )
+
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+
+
+def find_images(paths: Iterable[str | Path]) -> list[Path]:
+    """Files as given, and the image files under directories (walked, sorted). Missing paths are
+    kept, so that each gets its own error entry instead of silently vanishing."""
+    found: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found += sorted(
+                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+            )
+        else:
+            found.append(path)
+    return found

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFilter, ImageOps
+from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 
 from digits.components import Component, label_components
 
@@ -47,6 +47,7 @@ NORM_SIDE = 80  # resolution at which the stroke width is measured and adjusted 
 STROKE_WIDTH = 10.0  # median MNIST stroke width at NORM_SIDE, measured with _stroke_width
 MIN_CONTRAST = 24.0  # grey levels between ink and background below which nothing is written
 SPECK_FRACTION = 0.08  # components smaller than this share of the largest are noise
+SPECK_SIZE = 0.03  # ...and so are those whose longer side is under this share of the image's
 MAX_INK_FRACTION = 0.6  # more "ink" than this is a photo or a fill, not a written digit
 
 
@@ -102,7 +103,9 @@ def describe_source(source: Source) -> str:
         return f"<{len(source)} bytes>"
     if isinstance(source, np.ndarray):
         return f"<array {'×'.join(map(str, source.shape))}>"
-    return f"<image {source.width}×{source.height}>"
+    if isinstance(source, Image.Image):
+        return f"<image {source.width}×{source.height}>"
+    return f"<{type(source).__name__}>"
 
 
 def _check_size(width: int, height: int, name: str) -> None:
@@ -129,6 +132,10 @@ def _open(source: str | Path | bytes, name: str) -> Image.Image:
         image = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as exc:
         raise ImageError(f"{name}: refused as a possible decompression bomb ({exc})") from None
+    except UnidentifiedImageError:
+        raise ImageError(
+            f"{name}: not an image (not a format Pillow reads: PNG, JPEG, BMP, GIF, WebP, TIFF…)"
+        ) from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"{name}: not a readable image ({exc})") from None
     _check_size(image.width, image.height, name)
@@ -293,10 +300,12 @@ def locate_ink(grey: np.ndarray, scale: float = 1.0) -> Ink | str:
     if mask.mean() > MAX_INK_FRACTION:
         return "no digit: ink would cover most of the image (a photo or a fill, not a digit)"
     labels, components = label_components(mask)
-    largest = components[0] if components else None
-    if largest is None or max(largest.height, largest.width) < max(3, 0.02 * max(height, width)):
+    # Specks: pieces too short to be a stroke at this image size, or tiny beside the largest.
+    shortest = max(3.0, SPECK_SIZE * max(height, width))
+    strokes = [c for c in components if max(c.height, c.width) >= shortest]
+    if not strokes:
         return "no digit: only specks of noise, no stroke large enough to be a digit"
-    kept = [c for c in components if c.area >= SPECK_FRACTION * largest.area and c.area >= 3]
+    kept = [c for c in strokes if c.area >= SPECK_FRACTION * strokes[0].area]
     strength = np.clip(residual / level, 0.0, 1.0).astype(np.float32)
     return Ink(strength=strength, labels=labels, components=kept, scale=scale)
 

@@ -5,7 +5,9 @@ A run directory holds everything needed to rebuild, evaluate and resume the mode
   history.csv        one row per epoch (loss, accuracy, validation, learning rate, speed)
   model.safetensors  the best epoch's weights; metadata carries the model name and arguments
   checkpoint.pt      the last completed epoch (weights, optimizer, schedule), for --resume
-  metrics.json       the outcome: best epoch, validation and test metrics, time, parameters
+  metrics.json       the outcome: best epoch, validation and test metrics, time, parameters,
+                     calibration (temperature fitted on the validation split)
+  model.onnx         the best epoch exported for ONNX Runtime (see digits.export)
 
 The whole data set lives in memory as one tensor and batches are gathered by index, so there is no
 per-sample Python on the hot path. Each epoch reseeds from (seed, epoch): a run resumed after a kill
@@ -459,6 +461,10 @@ def fit(
                 return out_dir
 
     _write_metrics(out_dir, config, data, history, best_epoch, has_val, bf16)
+    # A temperature fitted on the validation split, then model.onnx for the torch-free predictor.
+    from digits.export import finish_run
+
+    finish_run(out_dir, x_val, y_val)
     return out_dir
 
 

@@ -7,6 +7,7 @@ from digits.cli import (  # noqa: F401  (importing registers the commands)
     compare,
     data,
     ensemble,
+    predict,
     recipes,
     report,
     training,

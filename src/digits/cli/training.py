@@ -148,12 +148,19 @@ def evaluate_command(
     else:  # a Kaggle train.csv has no test split: score on all of it
         images, labels = dataset.x_train, dataset.y_train
     metrics = evaluate_model(model, images, labels)
+    from digits.calibration import calibration_summary
+
+    calibration = calibration_summary(run, model, images, labels)
     if as_json:
-        print_json({"run": str(run), **metrics.to_dict()})
+        print_json({"run": str(run), **metrics.to_dict(), **calibration})
         return
     console.print(
         f"{run}: accuracy {100 * metrics.accuracy:.2f} %  loss {metrics.loss:.4f}  "
         f"macro F1 {metrics.macro_f1:.4f}  ({metrics.count:,} images)"
+    )
+    console.print(
+        f"calibration: ECE {calibration['ece']:.4f} → {calibration['ece_calibrated']:.4f} "
+        f"at temperature {calibration['temperature']:.3f} ({calibration['temperature_source']})"
     )
     table = Table()
     for column in ("digit", "precision", "recall", "F1", "support"):

@@ -1,0 +1,209 @@
+"""`digits export | predict | read | kaggle predict | explain`: real images in, digits out.
+
+predict, read and kaggle run on the exported ONNX model and never import torch, so they start
+fast; export and explain need the torch model of a run directory.
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from digits.cli.common import app, console, err_console, friendly_errors, print_json
+
+kaggle_app = typer.Typer(help="Kaggle Digit Recognizer submissions.", no_args_is_help=True)
+app.add_typer(kaggle_app, name="kaggle")
+
+JsonOption = Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")]
+MinConfidence = Annotated[
+    float,
+    typer.Option(
+        "--min-confidence", min=0.0, max=1.0, help="Answers less sure than this become null."
+    ),
+]
+
+
+def _percent(value: float | None) -> str:
+    return "" if value is None else f"{100 * value:.1f} %"
+
+
+@app.command("export")
+@friendly_errors
+def export_command(
+    run: Annotated[Path, typer.Argument(help="A run directory.")],
+    out: Annotated[
+        Path | None, typer.Option(help="Where to write (default RUN/model.onnx).")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Export a run to ONNX (any batch size), checked against torch, metadata inside."""
+    from digits.export import ExportError, export_run
+
+    try:
+        result = export_run(run, out)
+    except ExportError as exc:
+        err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    if as_json:
+        print_json(result.to_dict())
+        return
+    console.print(
+        f"{result.path} written ({result.bytes:,} bytes); probabilities match torch within "
+        f"{result.max_abs_difference:.1e} on {result.checked_images} images",
+        highlight=False,
+    )
+
+
+@app.command("predict")
+@friendly_errors
+def predict_command(
+    model: Annotated[Path, typer.Argument(help="A run directory or an .onnx file.")],
+    inputs: Annotated[list[Path], typer.Argument(help="Image files or directories (walked).")],
+    as_json: JsonOption = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="CSV on stdout.")] = False,
+    min_confidence: MinConfidence = 0.0,
+    top: Annotated[int, typer.Option(min=1, max=10, help="Show the K likeliest digits.")] = 1,
+    debug_dir: Annotated[
+        Path | None, typer.Option(help="Save each 28×28 the model saw here, as PNG.")
+    ] = None,
+) -> None:
+    """Digit and confidence for each image; a bad file gets an error entry, exit status 1."""
+    from digits.predictor import Predictor, find_images
+
+    if as_json and as_csv:
+        raise ValueError("choose one of --json and --csv")
+    files = find_images(inputs)
+    if not files:
+        raise ValueError(f"no image files in {', '.join(map(str, inputs))}")
+    predictor = Predictor.from_path(model)
+    predictions = predictor.predict_images(files, min_confidence=min_confidence)
+    if debug_dir is not None:
+        from PIL import Image
+
+        debug_dir.mkdir(parents=True, exist_ok=True)
+        for index, prediction in enumerate(predictions):
+            if prediction.pixels is not None:
+                name = f"{index:04d}-{Path(prediction.file).stem}.png"
+                Image.fromarray(prediction.pixels, mode="L").save(debug_dir / name)
+    failed = [p for p in predictions if p.error is not None]
+    for prediction in failed:
+        err_console.print(
+            f"error: {prediction.error}", markup=False, highlight=False, soft_wrap=True
+        )
+    if as_json:
+        print_json([p.to_dict(top if top > 1 else 0) for p in predictions])
+    elif as_csv:
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        extra = [f"top{k}" for k in range(2, top + 1)]
+        writer.writerow(["file", "digit", "confidence", *extra, "note"])
+        for p in predictions:
+            others = [f"{t['digit']}:{t['probability']:.4f}" for t in p.top(top)[1:]]
+            others += [""] * (len(extra) - len(others))
+            confidence = "" if p.confidence is None else f"{p.confidence:.4f}"
+            digit = "" if p.digit is None else p.digit
+            writer.writerow([p.file, digit, confidence, *others, p.error or p.reason or ""])
+    else:
+        table = Table()
+        table.add_column("file", overflow="fold")
+        for column in ("digit", "confidence", *(["top"] if top > 1 else []), "note"):
+            table.add_column(column)
+        for p in predictions:
+            ranked = "  ".join(f"{t['digit']} {_percent(t['probability'])}" for t in p.top(top))
+            table.add_row(
+                p.file,
+                "—" if p.digit is None else str(p.digit),
+                _percent(p.confidence),
+                *([ranked] if top > 1 else []),
+                p.error or p.reason or "",
+            )
+        console.print(table)
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command("read")
+@friendly_errors
+def read_command(
+    model: Annotated[Path, typer.Argument(help="A run directory or an .onnx file.")],
+    image: Annotated[Path, typer.Argument(help="An image with one or more digits in a row.")],
+    as_json: JsonOption = False,
+    min_confidence: MinConfidence = 0.0,
+) -> None:
+    """Several digits in one image, read left to right, with per-digit confidence and boxes."""
+    from digits.predictor import Predictor
+    from digits.segment import read_number
+
+    reading = read_number(Predictor.from_path(model), image, min_confidence=min_confidence)
+    if as_json:
+        print_json(reading.to_dict())
+        return
+    if reading.reason:
+        console.print(f"{image}: {reading.reason}", highlight=False)
+        return
+    console.print(f"{image}: {reading.text}", highlight=False)
+    table = Table()
+    for column in ("#", "digit", "confidence", "box (left, top, right, bottom)"):
+        table.add_column(column)
+    for index, digit in enumerate(reading.digits, start=1):
+        table.add_row(
+            str(index),
+            "?" if digit.digit is None else str(digit.digit),
+            _percent(digit.confidence),
+            ", ".join(map(str, digit.box)),
+        )
+    console.print(table)
+
+
+@kaggle_app.command("predict")
+@friendly_errors
+def kaggle_predict_command(
+    model: Annotated[Path, typer.Argument(help="A run directory or an .onnx file.")],
+    test_csv: Annotated[Path, typer.Argument(help="Kaggle test.csv (pixel0..pixel783).")],
+    out: Annotated[Path, typer.Option(help="Submission file to write.")] = Path("submission.csv"),
+    as_json: JsonOption = False,
+) -> None:
+    """Predict Kaggle's test.csv into a submission: ImageId,Label with ImageId from 1."""
+    from digits.kaggle import predict_submission
+    from digits.predictor import Predictor
+
+    submission = predict_submission(Predictor.from_path(model), test_csv, out)
+    if as_json:
+        print_json(submission.to_dict())
+        return
+    summary = f"{submission.rows:,} predictions written to {submission.path}"
+    if submission.accuracy is not None:
+        summary += f" (the CSV has labels: {100 * submission.accuracy:.2f} % right)"
+    console.print(summary, highlight=False)
+
+
+@app.command("explain")
+@friendly_errors
+def explain_command(
+    model: Annotated[Path, typer.Argument(help="A run directory (needs the torch weights).")],
+    image: Annotated[Path, typer.Argument(help="One image with one digit.")],
+    out: Annotated[
+        Path | None, typer.Option(help="Overlay PNG (default IMAGE-explained.png here).")
+    ] = None,
+    method: Annotated[
+        str, typer.Option(help="integrated-gradients or saliency.")
+    ] = "integrated-gradients",
+    as_json: JsonOption = False,
+) -> None:
+    """Which pixels drove the prediction: attribution overlay beside the 28×28 input."""
+    from digits.explain import explain
+
+    target = out or Path(f"{image.stem}-explained.png")
+    explanation = explain(model, image, out=target, method=method)
+    if as_json:
+        print_json(explanation.to_dict())
+        return
+    console.print(
+        f"{image}: digit {explanation.digit} ({_percent(explanation.confidence)}); "
+        f"{explanation.method} overlay saved to {explanation.out}",
+        highlight=False,
+    )

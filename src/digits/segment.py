@@ -1,0 +1,197 @@
+"""Several digits in one image (a written number, a postcode), read left to right.
+
+The ink is located exactly as for a single digit (`digits.preprocess.locate_ink`); its connected
+components are grouped into digits: pieces that overlap horizontally belong together (the bar of
+a 5, a broken 4), and a group much wider than tall is taken for touching digits and cut at the
+faintest columns. Each digit then goes through the same normalisation as a single image.
+NumPy and Pillow only, like the rest of the prediction path.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+from digits.components import Component
+from digits.preprocess import Ink, Source, describe_source, load_grey, locate_ink, normalise_digit
+
+if TYPE_CHECKING:
+    from digits.predictor import Predictor
+
+OVERLAP = 0.5  # pieces overlapping by this share of the narrower one's width are one digit
+WIDE = 1.5  # a group wider than this × the line's height may be touching digits
+VALLEY = 0.5  # ...cut where the column ink falls below this share of the typical column
+FRAGMENT = 0.45  # groups shorter than this × the line's height are pieces of a digit
+REACH = 0.5  # ...and join a digit closer than this × the line's height
+DIGIT_ASPECT = 0.8  # typical width / height of one handwritten digit, to count touching ones
+
+
+@dataclass
+class Segment:
+    """One digit found in the image: where it is and the 28×28 the model will see."""
+
+    box: tuple[int, int, int, int]  # (left, top, right, bottom) in the original image
+    pixels: np.ndarray = field(repr=False)
+
+
+@dataclass
+class ReadDigit:
+    digit: int | None
+    confidence: float
+    box: tuple[int, int, int, int]
+    probabilities: list[float] = field(repr=False)
+    pixels: np.ndarray = field(repr=False)
+
+
+@dataclass
+class Reading:
+    """What `digits read` answers: the number as text ('?' for unsure digits) and each digit."""
+
+    source: str
+    text: str
+    digits: list[ReadDigit]
+    reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "file": self.source,
+            "text": self.text,
+            "digits": [
+                {"digit": d.digit, "confidence": d.confidence, "box": list(d.box)}
+                for d in self.digits
+            ],
+            "reason": self.reason,
+        }
+
+
+def _overlap(a: tuple[int, int], b: tuple[int, int]) -> float:
+    shared = min(a[1], b[1]) - max(a[0], b[0])
+    return shared / max(1, min(a[1] - a[0], b[1] - b[0]))
+
+
+def _span(group: list[Component]) -> tuple[int, int]:
+    return min(c.left for c in group), max(c.right for c in group)
+
+
+def _height(group: list[Component]) -> int:
+    return max(c.bottom for c in group) - min(c.top for c in group)
+
+
+def group_components(components: list[Component]) -> list[list[Component]]:
+    """Components → digits, left to right: pieces whose column spans overlap are merged, and
+    fragments much shorter than the line's digits (the bar of a 5) join their nearest digit."""
+    groups = [[c] for c in sorted(components, key=lambda c: c.left)]
+    merged = True
+    while merged:
+        merged = False
+        for i, j in itertools.combinations(range(len(groups)), 2):
+            if _overlap(_span(groups[i]), _span(groups[j])) >= OVERLAP:
+                groups[i] += groups.pop(j)
+                merged = True
+                break
+    if len(groups) > 1:
+        line_height = max(_height(g) for g in groups)
+        for fragment in [g for g in groups if _height(g) < FRAGMENT * line_height]:
+            centre = sum(_span(fragment)) / 2
+            others = [
+                g for g in groups if g is not fragment and _height(g) >= FRAGMENT * line_height
+            ]
+            if not others:
+                break
+            nearest = min(others, key=lambda g: min(abs(centre - edge) for edge in _span(g)))
+            distance = min(abs(centre - edge) for edge in _span(nearest))
+            if _overlap(_span(fragment), _span(nearest)) > 0 or distance < REACH * line_height:
+                nearest += fragment
+                groups.remove(fragment)
+    return sorted(groups, key=lambda g: _span(g)[0])
+
+
+def _group_strength(ink: Ink, group: list[Component]) -> tuple[np.ndarray, int, int]:
+    """Ink strength of the group's pixels alone, cropped to its box; and the box's top-left."""
+    top, left = min(c.top for c in group), min(c.left for c in group)
+    bottom, right = max(c.bottom for c in group), max(c.right for c in group)
+    wanted = np.isin(ink.labels[top:bottom, left:right], [c.label for c in group])
+    grown = Image.fromarray(wanted.astype(np.uint8) * 255).filter(ImageFilter.MaxFilter(3))
+    return ink.strength[top:bottom, left:right] * (np.asarray(grown) > 0), top, left
+
+
+def _cuts(strength: np.ndarray, line_height: int) -> list[int]:
+    """Columns splitting a too-wide group into touching digits: only where the ink profile has
+    a clear valley (a join between digits), never through a wide digit's body."""
+    width = strength.shape[1]
+    if width <= WIDE * line_height:
+        return []
+    count = max(2, round(width / (DIGIT_ASPECT * line_height)))
+    profile = strength.sum(axis=0)
+    typical = float(np.median(profile[profile > 0]))
+    cuts = []
+    for k in range(1, count):
+        centre = k * width / count
+        reach = width / (4 * count)
+        low, high = int(centre - reach), int(np.ceil(centre + reach))
+        column = low + int(np.argmin(profile[low:high]))
+        if profile[column] < VALLEY * typical:
+            cuts.append(column)
+    return cuts
+
+
+def segment(source: Source, *, name: str | None = None) -> list[Segment] | str:
+    """The digits of an image, left to right; or the reason there are none ("no digit: ...")."""
+    name = name or describe_source(source)
+    grey, scale = load_grey(source, name)
+    ink = locate_ink(grey, scale)
+    if isinstance(ink, str):
+        return ink
+    segments = []
+    groups = group_components(ink.components)
+    line_height = max(_height(g) for g in groups)
+    for group in groups:
+        strength, top, left = _group_strength(ink, group)
+        edges = [0, *_cuts(strength, line_height), strength.shape[1]]
+        for start, stop in itertools.pairwise(edges):
+            part = strength[:, start:stop]
+            rows = np.nonzero(part.max(axis=1) > 0)[0]
+            cols = np.nonzero(part.max(axis=0) > 0)[0]
+            if len(rows) == 0:
+                continue
+            part = part[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+            pixels = normalise_digit(part)
+            if pixels is None:
+                continue
+            box = (
+                int((left + start + cols[0]) * scale),
+                int((top + rows[0]) * scale),
+                int(np.ceil((left + start + cols[-1] + 1) * scale)),
+                int(np.ceil((top + rows[-1] + 1) * scale)),
+            )
+            segments.append(Segment(box, pixels))
+    return segments or "no digit: the ink found is too faint at MNIST scale"
+
+
+def read_number(
+    predictor: Predictor,
+    source: Source,
+    *,
+    name: str | None = None,
+    min_confidence: float = 0.0,
+) -> Reading:
+    """Segment an image into digits and classify each; unsure digits read as '?'."""
+    name = name or describe_source(source)
+    found = segment(source, name=name)
+    if isinstance(found, str):
+        return Reading(name, "", [], found)
+    probabilities = predictor.predict_arrays(np.stack([s.pixels for s in found]))
+    digits = []
+    for piece, row in zip(found, probabilities, strict=True):
+        best = int(np.argmax(row))
+        confidence = float(row[best])
+        digit = best if confidence >= min_confidence else None
+        digits.append(
+            ReadDigit(digit, confidence, piece.box, [float(p) for p in row], piece.pixels)
+        )
+    text = "".join("?" if d.digit is None else str(d.digit) for d in digits)
+    return Reading(name, text, digits)

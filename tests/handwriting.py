@@ -1,0 +1,216 @@
+"""Real-looking digit images the tests make themselves: MNIST test digits printed large onto paper
+(off centre, coloured, inverted, unevenly lit, noisy, JPEG-compressed) and digits drawn with pen
+strokes or typed in a font onto larger canvases, the way people photograph or draw them.
+
+Everything is seeded: the same call gives the same image.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
+
+
+@dataclass(frozen=True)
+class Look:
+    """How a digit is put on paper."""
+
+    size: tuple[int, int] = (200, 160)
+    digit_height: float = 0.6  # of the canvas height
+    centre: tuple[float, float] = (0.5, 0.5)  # of the canvas (x, y)
+    paper: tuple[int, int, int] = (245, 245, 240)
+    ink: tuple[int, int, int] = (20, 20, 30)
+    gradient: float = 0.0  # lighting falls from 1 to 1 - gradient across the frame
+    noise: float = 0.0  # Gaussian noise sigma in grey levels
+    blur: float = 0.0
+    jpeg_quality: int | None = None
+
+
+LOOKS: dict[str, Look] = {
+    "plain": Look(),
+    "off-centre": Look(size=(320, 240), digit_height=0.35, centre=(0.25, 0.3)),
+    "coloured-paper": Look(paper=(250, 225, 140), ink=(30, 40, 150)),
+    "inverted": Look(paper=(15, 15, 20), ink=(240, 240, 235)),
+    "uneven-light": Look(size=(300, 240), gradient=0.55, paper=(235, 230, 220)),
+    "noisy": Look(noise=18.0),
+    "jpeg": Look(size=(240, 200), jpeg_quality=35, blur=0.8),
+    "small": Look(size=(36, 36), digit_height=0.8),
+    "photo": Look(
+        size=(480, 360),
+        digit_height=0.4,
+        centre=(0.6, 0.45),
+        paper=(200, 195, 185),
+        gradient=0.4,
+        noise=8.0,
+        blur=1.0,
+        jpeg_quality=60,
+    ),
+}
+
+
+def _compose(strength: np.ndarray, look: Look, seed: int) -> Image.Image:
+    """Ink strength (H×W in [0, 1]) → an RGB photo of it under `look`."""
+    rng = np.random.default_rng(seed)
+    height, width = strength.shape
+    paper = np.array(look.paper, dtype=np.float32)
+    ink = np.array(look.ink, dtype=np.float32)
+    pixels = paper * (1 - strength[..., None]) + ink * strength[..., None]
+    if look.gradient:
+        y, x = np.mgrid[0:height, 0:width]
+        angle = rng.uniform(0, 2 * np.pi)
+        ramp = (np.cos(angle) * x / width + np.sin(angle) * y / height + 1) / 2
+        pixels *= (1 - look.gradient * ramp)[..., None]
+    if look.noise:
+        pixels += rng.normal(0, look.noise, pixels.shape)
+    image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), mode="RGB")
+    if look.blur:
+        image = image.filter(ImageFilter.GaussianBlur(look.blur))
+    if look.jpeg_quality is not None:
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=look.jpeg_quality)
+        image = Image.open(io.BytesIO(buffer.getvalue()))
+        image.load()
+    return image
+
+
+def _place(glyph: np.ndarray, look: Look) -> np.ndarray:
+    """Scale a glyph (ink strength, any size) to the look's digit height and position."""
+    width, height = look.size
+    scale = min(look.digit_height * height / glyph.shape[0], 0.9 * width / glyph.shape[1])
+    size = (max(1, round(glyph.shape[1] * scale)), max(1, round(glyph.shape[0] * scale)))
+    scaled = np.asarray(
+        Image.fromarray(glyph.astype(np.float32), mode="F").resize(size, Image.Resampling.BICUBIC)
+    )
+    canvas = np.zeros((height, width), dtype=np.float32)
+    top = int(np.clip(look.centre[1] * height - size[1] / 2, 0, height - size[1]))
+    left = int(np.clip(look.centre[0] * width - size[0] / 2, 0, width - size[0]))
+    canvas[top : top + size[1], left : left + size[0]] = scaled[: height - top, : width - left]
+    return np.clip(canvas, 0, 1)
+
+
+def mnist_photo(digit: np.ndarray, look: Look, seed: int = 0) -> Image.Image:
+    """A 28×28 MNIST digit printed large on paper and photographed under `look`."""
+    rows = np.nonzero(digit.any(1))[0]
+    cols = np.nonzero(digit.any(0))[0]
+    glyph = digit[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1].astype(np.float32) / 255
+    return _compose(_place(np.pad(glyph, 1), look), look, seed)
+
+
+# Pen paths in a unit box (x right, y down), one list per stroke, shaped like handwriting.
+def _ellipse(cx: float, cy: float, rx: float, ry: float, start: float = 0, turn: float = 1):
+    angles = np.linspace(start, start + turn * 2 * np.pi, 40)
+    return [(cx + rx * np.cos(a), cy + ry * np.sin(a)) for a in angles]
+
+
+STROKES: dict[int, list[list[tuple[float, float]]]] = {
+    0: [_ellipse(0.5, 0.5, 0.28, 0.42)],
+    1: [[(0.56, 0.08), (0.52, 0.5), (0.47, 0.92)]],
+    2: [
+        [(0.2, 0.3), (0.3, 0.12), (0.55, 0.07), (0.76, 0.2), (0.74, 0.42), (0.2, 0.9), (0.85, 0.9)]
+    ],
+    3: [
+        [
+            (0.2, 0.15),
+            (0.5, 0.07),
+            (0.75, 0.2),
+            (0.7, 0.4),
+            (0.45, 0.48),
+            (0.75, 0.6),
+            (0.78, 0.8),
+            (0.5, 0.93),
+            (0.2, 0.85),
+        ]
+    ],
+    4: [[(0.55, 0.08), (0.15, 0.65), (0.85, 0.65)], [(0.66, 0.35), (0.66, 0.93)]],
+    5: [
+        [
+            (0.8, 0.1),
+            (0.32, 0.1),
+            (0.27, 0.45),
+            (0.55, 0.4),
+            (0.78, 0.55),
+            (0.76, 0.8),
+            (0.5, 0.93),
+            (0.2, 0.85),
+        ]
+    ],
+    6: [
+        [
+            (0.7, 0.08),
+            (0.42, 0.3),
+            (0.26, 0.6),
+            (0.3, 0.85),
+            (0.55, 0.93),
+            (0.75, 0.76),
+            (0.66, 0.56),
+            (0.42, 0.54),
+            (0.27, 0.66),
+        ]
+    ],
+    7: [[(0.18, 0.12), (0.82, 0.12), (0.45, 0.92)]],
+    8: [_ellipse(0.5, 0.28, 0.2, 0.19, np.pi / 2), _ellipse(0.5, 0.7, 0.25, 0.22, -np.pi / 2)],
+    9: [_ellipse(0.5, 0.3, 0.23, 0.21), [(0.73, 0.3), (0.68, 0.6), (0.62, 0.93)]],
+}
+
+
+def pen_glyph(digit: int, stroke: float = 0.09, seed: int = 0, side: int = 200) -> np.ndarray:
+    """Ink strength of `digit` drawn with a pen `stroke` wide (fraction of the height), with a
+    little seeded wobble and slant so that no two are the same."""
+    rng = np.random.default_rng(seed)
+    slant = rng.uniform(-0.12, 0.12)
+    image = Image.new("L", (side, side), 0)
+    draw = ImageDraw.Draw(image)
+    width = max(1, round(stroke * side))
+    for path in STROKES[digit]:
+        points = [
+            (
+                (x + slant * (0.5 - y) + rng.normal(0, 0.01)) * side * 0.8 + side * 0.1,
+                (y + rng.normal(0, 0.01)) * side * 0.8 + side * 0.1,
+            )
+            for x, y in path
+        ]
+        draw.line(points, fill=255, width=width, joint="curve")
+        for x, y in (points[0], points[-1]):  # round pen ends
+            draw.ellipse((x - width / 2, y - width / 2, x + width / 2, y + width / 2), fill=255)
+    glyph = np.asarray(image, dtype=np.float32) / 255
+    rows = np.nonzero(glyph.any(1))[0]
+    cols = np.nonzero(glyph.any(0))[0]
+    return glyph[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+
+
+def pen_photo(digit: int, look: Look, stroke: float = 0.09, seed: int = 0) -> Image.Image:
+    return _compose(_place(pen_glyph(digit, stroke, seed), look), look, seed)
+
+
+def font_glyph(text: str, size: int = 120) -> np.ndarray:
+    """Ink strength of `text` in Pillow's built-in scalable font (present in every install)."""
+    font = ImageFont.load_default(size=size)
+    left, top, right, bottom = font.getbbox(text)
+    image = Image.new("L", (right - left + 4, bottom - top + 4), 0)
+    ImageDraw.Draw(image).text((2 - left, 2 - top), text, fill=255, font=font)
+    return np.asarray(image, dtype=np.float32) / 255
+
+
+def number_photo(
+    glyphs: list[np.ndarray], look: Look, gap: float = 0.25, seed: int = 0
+) -> Image.Image:
+    """Several glyphs side by side (a written number), `gap` × glyph height apart."""
+    height = max(g.shape[0] for g in glyphs)
+    spacing = round(gap * height)
+    width = sum(g.shape[1] for g in glyphs) + spacing * (len(glyphs) - 1)
+    strip = np.zeros((height, width), dtype=np.float32)
+    x = 0
+    for glyph in glyphs:
+        top = (height - glyph.shape[0]) // 2
+        strip[top : top + glyph.shape[0], x : x + glyph.shape[1]] = glyph
+        x += glyph.shape[1] + spacing
+    return _compose(_place(strip, look), look, seed)
+
+
+def encode(image: Image.Image, fmt: str, **options: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()

@@ -1,0 +1,231 @@
+"""The torch-free predictor and `digits predict`: real-looking inputs through the whole path,
+with an accuracy gate, bad files beside good ones, thresholds, and no torch anywhere."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from digits.cli import app
+from digits.data import DigitData
+from digits.predictor import ModelError, Predictor, find_images
+from digits.preprocess import PREPROCESSING_VERSION
+from tests.handwriting import LOOKS, mnist_photo, pen_photo
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def predictor(trained_cnn_run: Path) -> Predictor:
+    return Predictor.from_path(trained_cnn_run)
+
+
+@pytest.fixture(scope="module")
+def handwriting_dir(mnist: DigitData, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """~200 real-looking images in every condition and format; the label starts each name."""
+    folder = tmp_path_factory.mktemp("handwriting")
+    formats = ["png", "jpg", "webp", "bmp", "tif", "gif"]
+    count = 0
+    for look_index, (look_name, look) in enumerate(LOOKS.items()):
+        sub = folder / look_name
+        sub.mkdir()
+        for digit in range(10):
+            index = int(np.nonzero(mnist.y_test == digit)[0][look_index])
+            photo = mnist_photo(mnist.x_test[index], look, seed=index)
+            fmt = formats[count % len(formats)]
+            photo.save(sub / f"{digit}-mnist{index}.{fmt}")
+            stroke = (0.04, 0.09, 0.18)[digit % 3]
+            pen = pen_photo(digit, look, stroke=stroke, seed=look_index * 10 + digit)
+            pen.save(sub / f"{digit}-pen.{formats[(count + 1) % len(formats)]}")
+            count += 2
+    return folder
+
+
+def test_prediction_path_never_imports_torch(trained_cnn_run: Path, tmp_path: Path) -> None:
+    image = tmp_path / "four.png"
+    pen_photo(4, LOOKS["plain"]).save(image)
+    code = f"""
+import sys
+import digits
+from digits.predictor import Predictor
+from digits.preprocess import preprocess
+from digits.segment import read_number
+from digits.kaggle import predict_submission
+import digits.cli
+predictor = digits.Predictor.from_path({str(trained_cnn_run)!r})
+assert predictor.predict_images([{str(image)!r}])[0].digit == 4
+read_number(predictor, {str(image)!r})
+heavy = [name for name in ("torch", "sklearn", "matplotlib", "captum") if name in sys.modules]
+assert not heavy, heavy
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_predict_arrays_on_mnist(predictor: Predictor, mnist: DigitData) -> None:
+    probabilities = predictor.predict_arrays(mnist.x_test[:2000])
+    assert probabilities.shape == (2000, 10) and probabilities.dtype == np.float32
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    assert (probabilities.argmax(1) == mnist.y_test[:2000]).mean() > 0.97
+    single = predictor.predict_arrays(mnist.x_test[0])
+    np.testing.assert_allclose(single[0], probabilities[0], atol=1e-6)
+    assert predictor.predict_arrays(np.zeros((0, 28, 28), np.uint8)).shape == (0, 10)
+
+
+@pytest.mark.parametrize(
+    ("images", "message"),
+    [
+        (np.zeros((3, 28, 28), np.float32), "uint8"),
+        (np.zeros((3, 32, 32), np.uint8), "N×28×28"),
+        (np.zeros((3, 784), np.uint8), "N×28×28"),
+    ],
+)
+def test_predict_arrays_rejects_other_shapes(
+    predictor: Predictor, images: np.ndarray, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        predictor.predict_arrays(images)
+
+
+def test_metadata_travels_in_the_onnx_file(predictor: Predictor, trained_cnn_run: Path) -> None:
+    metrics = json.loads((trained_cnn_run / "metrics.json").read_text())
+    info = predictor.info
+    assert info.model == "cnn"
+    assert info.test_accuracy == pytest.approx(metrics["test"]["accuracy"])
+    assert info.parameters == metrics["parameters"]
+    assert info.preprocessing_version == PREPROCESSING_VERSION
+    assert info.labels == [str(d) for d in range(10)]
+    # The fixture trains without a validation split, so no temperature could be fitted.
+    assert info.temperature == 1.0 and "no validation split" in info.temperature_source
+    bare = Predictor.from_path(trained_cnn_run / "model.onnx")
+    assert bare.info.model == "cnn"
+
+
+def test_bad_model_paths_are_clear_errors(tmp_path: Path, trained_cnn_run: Path) -> None:
+    with pytest.raises(ModelError, match="no such model"):
+        Predictor.from_path(tmp_path / "absent")
+    with pytest.raises(ModelError, match="not a run directory"):
+        Predictor.from_path(tmp_path)
+    torch_only = tmp_path / "run"
+    torch_only.mkdir()
+    (torch_only / "model.safetensors").write_bytes(
+        (trained_cnn_run / "model.safetensors").read_bytes()
+    )
+    with pytest.raises(ModelError, match="digits export"):
+        Predictor.from_path(torch_only)
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"\x08\x07garbage")
+    with pytest.raises(ModelError, match=r"broken\.onnx: not a loadable ONNX model"):
+        Predictor.from_path(broken)
+    with pytest.raises(ModelError, match="not an .onnx file"):
+        Predictor.from_path(trained_cnn_run / "metrics.json")
+
+
+def test_predict_images_mixes_sources_and_keeps_going(predictor: Predictor) -> None:
+    photo = pen_photo(6, LOOKS["photo"])
+    results = predictor.predict_images(
+        [photo, b"not an image", Image.new("L", (64, 64), 255), np.asarray(photo)],
+        names=["photo", "junk", "blank", "array"],
+    )
+    assert [r.file for r in results] == ["photo", "junk", "blank", "array"]
+    assert results[0].digit == 6 and results[3].digit == 6
+    assert results[0].pixels is not None and results[0].box is not None
+    assert results[1].digit is None and results[1].error and "junk" in results[1].error
+    assert results[2].digit is None and results[2].reason and "no digit" in results[2].reason
+    assert results[2].error is None
+
+
+def test_accuracy_gate_on_real_looking_handwriting(handwriting_dir: Path, trained_cnn_run: Path):
+    """Through `digits predict` exactly as a user runs it, on every condition and format."""
+    result = runner.invoke(app, ["predict", str(trained_cnn_run), str(handwriting_dir), "--json"])
+    assert result.exit_code == 0, result.output
+    answers = json.loads(result.stdout)
+    assert len(answers) == 2 * 10 * len(LOOKS)
+    truth = [int(Path(a["file"]).name[0]) for a in answers]
+    correct = [a["digit"] == t for a, t in zip(answers, truth, strict=True)]
+    accuracy = float(np.mean(correct))
+    # Measured 99–100 % with the one-epoch fixture model; 95 % leaves room for seeds, not for
+    # a preprocessing regression (without centring and scaling this falls below 40 %).
+    assert accuracy >= 0.95, [a["file"] for a, ok in zip(answers, correct, strict=True) if not ok]
+    for look in LOOKS:
+        per_look = [ok for a, ok in zip(answers, correct, strict=True) if f"/{look}/" in a["file"]]
+        assert np.mean(per_look) >= 0.85, look
+
+
+def test_directory_with_a_bad_file_reports_it_and_fails(
+    tmp_path: Path, trained_cnn_run: Path
+) -> None:
+    pen_photo(2, LOOKS["plain"]).save(tmp_path / "two.png")
+    pen_photo(9, LOOKS["inverted"]).save(tmp_path / "nine.jpg")
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    (tmp_path / "notes.txt").write_text("skipped: not an image suffix")
+    Image.new("L", (80, 80), 250).save(tmp_path / "empty.png")
+    missing = tmp_path / "missing.png"
+    result = runner.invoke(
+        app, ["predict", str(trained_cnn_run), str(tmp_path), str(missing), "--json", "--top", "3"]
+    )
+    assert result.exit_code == 1
+    answers = {Path(a["file"]).name: a for a in json.loads(result.stdout)}
+    assert set(answers) == {"two.png", "nine.jpg", "broken.png", "empty.png", "missing.png"}
+    assert answers["two.png"]["digit"] == 2 and answers["nine.jpg"]["digit"] == 9
+    top = answers["two.png"]["top"]
+    assert len(top) == 3 and top[0]["digit"] == 2
+    assert top[0]["probability"] >= top[1]["probability"] >= top[2]["probability"]
+    assert answers["broken.png"]["digit"] is None and "broken.png" in answers["broken.png"]["error"]
+    assert answers["missing.png"]["error"].endswith("no such file")
+    assert answers["empty.png"]["digit"] is None and answers["empty.png"]["error"] is None
+    assert answers["empty.png"]["reason"].startswith("no digit")
+    assert "broken.png" in result.stderr
+
+
+def test_min_confidence_csv_and_table(tmp_path: Path, trained_cnn_run: Path) -> None:
+    image = tmp_path / "seven.png"
+    pen_photo(7, LOOKS["plain"]).save(image)
+    unsure = runner.invoke(
+        app, ["predict", str(trained_cnn_run), str(image), "--json", "--min-confidence", "1"]
+    )
+    assert unsure.exit_code == 0
+    (answer,) = json.loads(unsure.stdout)
+    assert answer["digit"] is None and answer["confidence"] > 0.5
+    assert answer["reason"].startswith("unsure: best guess 7")
+
+    as_csv = runner.invoke(
+        app, ["predict", str(trained_cnn_run), str(image), "--csv", "--top", "2"]
+    )
+    rows = list(csv.DictReader(io.StringIO(as_csv.stdout)))
+    assert rows[0]["digit"] == "7" and float(rows[0]["confidence"]) > 0.5
+    assert rows[0]["top2"].split(":")[0] != "7"
+
+    table = runner.invoke(app, ["predict", str(trained_cnn_run), str(image)])
+    assert table.exit_code == 0 and "7" in table.stdout
+    both = runner.invoke(app, ["predict", str(trained_cnn_run), str(image), "--json", "--csv"])
+    assert both.exit_code == 1 and "choose one" in both.stderr
+
+
+def test_debug_dir_saves_what_the_model_saw(tmp_path: Path, trained_cnn_run: Path) -> None:
+    image = tmp_path / "one.png"
+    pen_photo(1, LOOKS["plain"]).save(image)
+    seen = tmp_path / "seen"
+    result = runner.invoke(
+        app, ["predict", str(trained_cnn_run), str(image), "--debug-dir", str(seen)]
+    )
+    assert result.exit_code == 0
+    (saved,) = seen.iterdir()
+    assert np.asarray(Image.open(saved)).shape == (28, 28)
+
+
+def test_find_images_walks_directories(tmp_path: Path) -> None:
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    for name in ("a/x.PNG", "a/b/y.jpeg", "a/z.txt", "a/b/w.tiff"):
+        (tmp_path / name).write_bytes(b"")
+    found = find_images([tmp_path / "a", tmp_path / "given.dat"])
+    assert [p.name for p in found] == ["w.tiff", "y.jpeg", "x.PNG", "given.dat"]

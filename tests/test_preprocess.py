@@ -1,0 +1,248 @@
+"""The preprocessing recipe: every format, both polarities, lighting, noise, and the inputs that
+must not produce a guess (blank, tiny) or must be refused (bombs, truncated, not images)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from digits import preprocess as pp
+from digits.data import DigitData
+from digits.preprocess import ImageError, preprocess
+from tests.handwriting import LOOKS, Look, encode, mnist_photo, pen_glyph, pen_photo
+
+FORMATS = {
+    "PNG": {},
+    "JPEG": {"quality": 90},
+    "BMP": {},
+    "GIF": {},
+    "WEBP": {"quality": 90},
+    "TIFF": {},
+}
+
+
+def _centre_of_mass(pixels: np.ndarray) -> tuple[float, float]:
+    rows, cols = np.mgrid[0:28, 0:28]
+    mass = pixels.astype(np.float64)
+    return float((mass * rows).sum() / mass.sum()), float((mass * cols).sum() / mass.sum())
+
+
+def _ink_box(pixels: np.ndarray) -> tuple[int, int]:
+    rows = np.nonzero(pixels.max(axis=1) > 0)[0]
+    cols = np.nonzero(pixels.max(axis=0) > 0)[0]
+    return int(rows[-1] - rows[0] + 1), int(cols[-1] - cols[0] + 1)
+
+
+def _similarity(a: np.ndarray, b: np.ndarray) -> float:
+    """Cosine similarity of two 28×28 images."""
+    x, y = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
+    return float(x @ y / (np.linalg.norm(x) * np.linalg.norm(y)))
+
+
+def test_output_follows_mnist_normalisation() -> None:
+    result = preprocess(pen_photo(7, LOOKS["off-centre"]))
+    assert result.pixels is not None and result.reason is None
+    assert result.pixels.shape == (28, 28) and result.pixels.dtype == np.uint8
+    assert max(_ink_box(result.pixels)) == pp.BOX  # longer side scaled to 20 px
+    row, col = _centre_of_mass(result.pixels)
+    assert abs(row - pp.CENTRE) <= 0.6 and abs(col - pp.CENTRE) <= 0.6
+    assert (result.pixels == 0).mean() > 0.6  # ink bright on a dark background, as MNIST
+    assert result.pixels.max() == 255
+
+
+@pytest.mark.parametrize("fmt", list(FORMATS))
+def test_every_format_gives_the_same_digit_image(fmt: str) -> None:
+    image = pen_photo(4, LOOKS["plain"])
+    reference = preprocess(image).pixels
+    data = encode(image.convert("P") if fmt == "GIF" else image, fmt, **FORMATS[fmt])
+    result = preprocess(data)
+    assert result.pixels is not None and reference is not None
+    assert _similarity(result.pixels, reference) > 0.95
+
+
+def test_path_input_and_debug_output(tmp_path: Path) -> None:
+    path = tmp_path / "three.png"
+    pen_photo(3, LOOKS["plain"]).save(path)
+    debug = tmp_path / "seen.png"
+    result = preprocess(path, debug_path=debug)
+    assert result.source == str(path)
+    assert result.pixels is not None
+    saved = np.asarray(Image.open(debug))
+    assert saved.shape == (28, 28) and np.array_equal(saved, result.pixels)
+
+
+@pytest.mark.parametrize("look", ["inverted", "coloured-paper", "uneven-light", "noisy", "jpeg"])
+def test_conditions_do_not_change_what_the_model_sees(look: str) -> None:
+    clean = preprocess(pen_photo(5, LOOKS["plain"], seed=3)).pixels
+    result = preprocess(pen_photo(5, LOOKS[look], seed=3)).pixels
+    assert clean is not None and result is not None
+    assert _similarity(result, clean) > 0.85
+
+
+def test_transparent_canvas_drawing_is_flattened_onto_white() -> None:
+    # What a browser canvas exports: black strokes, everything else fully transparent.
+    strength = pen_glyph(2, 0.1)
+    alpha = (np.pad(strength, 30) * 255).astype(np.uint8)
+    rgba = np.zeros((*alpha.shape, 4), dtype=np.uint8)
+    rgba[..., 3] = alpha
+    result = preprocess(encode(Image.fromarray(rgba, mode="RGBA"), "PNG"))
+    reference = preprocess(Image.fromarray(255 - alpha, mode="L")).pixels
+    assert result.pixels is not None and reference is not None
+    assert _similarity(result.pixels, reference) > 0.97
+
+
+def test_thin_and_thick_strokes_come_out_alike() -> None:
+    thin = preprocess(pen_photo(0, LOOKS["plain"], stroke=0.02)).pixels
+    normal = preprocess(pen_photo(0, LOOKS["plain"], stroke=0.09)).pixels
+    thick = preprocess(pen_photo(0, LOOKS["plain"], stroke=0.25)).pixels
+    assert thin is not None and normal is not None and thick is not None
+    ink = [float((p > 127).mean()) for p in (thin, normal, thick)]
+    # Without stroke normalisation the hairline would be nearly empty and the marker a blob.
+    assert max(ink) < 2.2 * min(ink)
+
+
+def test_mnist_digit_passes_through_nearly_unchanged(mnist: DigitData) -> None:
+    similarities = []
+    for image in mnist.x_test[:50]:
+        result = preprocess(image)
+        assert result.pixels is not None
+        similarities.append(_similarity(result.pixels, image))
+    assert np.median(similarities) > 0.9
+
+
+def test_printed_mnist_digit_matches_the_original(mnist: DigitData) -> None:
+    photo = mnist_photo(mnist.x_test[1], LOOKS["photo"])
+    result = preprocess(photo)
+    assert result.pixels is not None
+    assert _similarity(result.pixels, mnist.x_test[1]) > 0.85
+    left, top, right, bottom = result.box or (0, 0, 0, 0)
+    # The box is in the photo's pixels and surrounds the digit placed at (0.6, 0.45).
+    assert left < 0.6 * photo.width < right and top < 0.45 * photo.height < bottom
+
+
+def test_arrays_of_every_kind() -> None:
+    glyph = np.pad(pen_glyph(1, 0.1), 20)
+    grey_float = preprocess(1.0 - glyph)
+    grey_uint8 = preprocess((255 * (1 - glyph)).astype(np.uint8))
+    colour = preprocess(np.repeat((255 * (1 - glyph)).astype(np.uint8)[..., None], 3, axis=2))
+    boolean = preprocess(glyph > 0.5)
+    results = [grey_float, grey_uint8, colour, boolean]
+    assert all(r.pixels is not None for r in results)
+    with pytest.raises(ImageError, match="array"):
+        preprocess(np.zeros((2, 3, 4, 5)))
+
+
+@pytest.mark.parametrize(
+    ("image", "reason"),
+    [
+        (Image.new("L", (300, 200), 255), "blank"),
+        (Image.new("RGB", (300, 200), (200, 180, 40)), "blank"),
+        (Image.new("L", (5, 5), 0), "too small"),
+        (Image.new("L", (1, 1), 128), "too small"),
+    ],
+    ids=["white", "yellow", "tiny", "one-pixel"],
+)
+def test_no_digit_is_never_a_guess(image: Image.Image, reason: str) -> None:
+    result = preprocess(image)
+    assert result.pixels is None
+    assert result.reason is not None and result.reason.startswith("no digit:")
+    assert reason in result.reason
+    with pytest.raises(ValueError, match="nothing to save"):
+        result.save("unused.png")
+
+
+def test_near_blank_paper_with_noise_and_a_faint_smudge() -> None:
+    rng = np.random.default_rng(0)
+    paper = 230 + rng.normal(0, 3, (240, 320))
+    paper[100:104, 150:154] -= 12  # a faint smudge, well under any pen's contrast
+    image = Image.fromarray(np.clip(paper, 0, 255).astype(np.uint8))
+    result = preprocess(image)
+    assert result.pixels is None and result.reason is not None
+    assert result.reason.startswith("no digit:")
+
+
+def test_salt_and_pepper_specks_alone_are_no_digit() -> None:
+    rng = np.random.default_rng(1)
+    paper = np.full((300, 300), 240, dtype=np.uint8)
+    for row, col in rng.integers(0, 296, (40, 2)):
+        paper[row : row + 4, col : col + 4] = 0  # dots big enough to survive the noise blur
+    result = preprocess(paper)
+    assert result.pixels is None and result.reason is not None
+    assert "specks" in result.reason
+
+
+def test_decompression_bomb_is_refused_before_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A PNG header announcing 20 000 × 20 000 pixels compresses to a few hundred bytes.
+    image = Image.new("1", (20_000, 20_000))
+    data = encode(image, "PNG")
+    assert len(data) < 100_000
+    with pytest.raises(ImageError, match="decompression bomb"):
+        preprocess(data, name="bomb.png")
+    monkeypatch.setattr(pp, "MAX_PIXELS", 1000)
+    with pytest.raises(ImageError, match=r"bomb.png: image is 40×40 = 1,600 pixels"):
+        preprocess(Image.new("L", (40, 40)), name="bomb.png")
+
+
+def test_truncated_file_names_the_input(tmp_path: Path) -> None:
+    data = encode(pen_photo(6, LOOKS["plain"]), "PNG")
+    path = tmp_path / "cut.png"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ImageError, match=r"cut\.png: truncated or corrupt"):
+        preprocess(path)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(b"", "empty file"), (b"label,pixel0\n1,0\n", "not an image"), (b"\x89PNG\r\n", "not")],
+)
+def test_non_images_are_clear_errors(tmp_path: Path, content: bytes, message: str) -> None:
+    path = tmp_path / "upload.png"
+    path.write_bytes(content)
+    with pytest.raises(ImageError, match=rf"upload\.png: .*{message}"):
+        preprocess(path)
+
+
+def test_missing_file_and_directory(tmp_path: Path) -> None:
+    with pytest.raises(ImageError, match="no such file"):
+        preprocess(tmp_path / "absent.png")
+    with pytest.raises(ImageError, match="is a directory"):
+        preprocess(tmp_path)
+
+
+def test_animated_gif_uses_the_first_frame() -> None:
+    frames = [pen_photo(d, LOOKS["plain"]).convert("P") for d in (8, 1, 4)]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:], duration=100)
+    result = preprocess(buffer.getvalue())
+    first = preprocess(frames[0]).pixels
+    assert result.pixels is not None and first is not None
+    assert _similarity(result.pixels, first) > 0.97
+
+
+def test_sixteen_bit_tiff_and_exif_rotation() -> None:
+    grey = (255 * (1 - np.pad(pen_glyph(7, 0.1), 30))).astype(np.uint16) * 257
+    tiff = encode(Image.fromarray(grey), "TIFF")
+    assert Image.open(io.BytesIO(tiff)).mode.startswith("I;16")
+    reference = preprocess(Image.fromarray((grey // 257).astype(np.uint8))).pixels
+    result = preprocess(tiff).pixels
+    assert result is not None and reference is not None
+    assert _similarity(result, reference) > 0.97
+
+    # A phone photo stored sideways with an EXIF "rotate 90°" tag reads upright.
+    upright = pen_photo(7, Look(size=(200, 200)))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90° clockwise to display
+    sideways = upright.transpose(Image.Transpose.ROTATE_90)
+    rotated = preprocess(encode(sideways, "JPEG", exif=exif, quality=95)).pixels
+    plain = preprocess(upright).pixels
+    assert rotated is not None and plain is not None
+    assert _similarity(rotated, plain) > 0.9
+
+
+def test_unsupported_source_type() -> None:
+    with pytest.raises(ImageError, match="unsupported input type"):
+        preprocess(12345)  # type: ignore[arg-type]
