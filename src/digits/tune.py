@@ -11,11 +11,14 @@ same `--storage` in each of them; every process adds its own `trials` to the sha
 
 from __future__ import annotations
 
+import fcntl
 import importlib.util
 import inspect
 import json
 import math
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields, replace
 from functools import cache
 from pathlib import Path
@@ -146,12 +149,37 @@ def default_storage(study: str, root: Path = DEFAULT_ROOT) -> str:
     return f"{SQLITE_PREFIX}{root / f'{study}.db'}"
 
 
+def _sqlite_file(url: str) -> Path | None:
+    if not url.startswith(SQLITE_PREFIX):
+        return None
+    path = url.removeprefix(SQLITE_PREFIX)
+    return None if path in ("", ":memory:") else Path(path)
+
+
+@contextmanager
+def _setup_lock(url: str) -> Iterator[None]:
+    """Serialise study setup between processes sharing one SQLite file.
+
+    Optuna creates the tables and the study with check-then-create steps; two processes starting
+    together on a fresh file both see "missing" and one fails with "table already exists". An
+    exclusive lock on a sibling file makes the first create and the rest load.
+    """
+    path = _sqlite_file(url)
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.with_name(path.name + ".lock").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def open_storage(url: str) -> optuna.storages.BaseStorage:
     """An Optuna storage for `url`; SQLite files get their folder created and a patient lock."""
-    if url.startswith(SQLITE_PREFIX):
-        path = Path(url.removeprefix(SQLITE_PREFIX))
-        if str(path) not in ("", ":memory:"):
-            path.parent.mkdir(parents=True, exist_ok=True)
+    if _sqlite_file(url) is not None:
         return optuna.storages.RDBStorage(
             url, engine_kwargs={"connect_args": {"timeout": SQLITE_LOCK_TIMEOUT}}
         )
@@ -173,20 +201,21 @@ def open_study(
     name: str, storage: str, settings: dict[str, Any], sampler_seed: int | None = None
 ) -> optuna.Study:
     """Create the study or load it; a study made for other settings is an error, not a mix."""
-    study = optuna.create_study(
-        storage=open_storage(storage),
-        study_name=name,
-        direction="maximize",
-        load_if_exists=True,
-        sampler=optuna.samplers.TPESampler(seed=sampler_seed),
-        # Two finished trials before pruning, and never on the first epoch (steps are epochs,
-        # from 1): a high learning rate's first epoch often looks bad and then wins.
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2),
-    )
-    saved = study.user_attrs.get("settings")
-    if saved is None:
-        study.set_user_attr("settings", settings)
-    elif saved != settings:
+    with _setup_lock(storage):
+        study = optuna.create_study(
+            storage=open_storage(storage),
+            study_name=name,
+            direction="maximize",
+            load_if_exists=True,
+            sampler=optuna.samplers.TPESampler(seed=sampler_seed),
+            # Two finished trials before pruning, and never on the first epoch (steps are
+            # epochs, from 1): a high learning rate's first epoch often looks bad and then wins.
+            pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2),
+        )
+        saved = study.user_attrs.get("settings")
+        if saved is None:
+            study.set_user_attr("settings", settings)
+    if saved is not None and saved != settings:
         differences = ", ".join(
             f"{key} {saved.get(key)!r} (asked: {settings.get(key)!r})"
             for key in sorted(set(saved) | set(settings))
