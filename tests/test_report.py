@@ -94,6 +94,21 @@ def test_report_leaves_out_augmentation_when_the_module_is_missing(
     assert "no augmentation module" in report.html.read_text()
 
 
+def test_report_on_an_ensemble_directory(tiny_run: Path, small_npz: Path, tmp_path: Path) -> None:
+    pytest.importorskip("digits.ensemble")
+    from digits.ensemble import build_ensemble
+
+    ensemble = build_ensemble([tiny_run], tmp_path / "ensemble")
+
+    # No config.json and no history there: the data comes from --data, the curves are left out.
+    report = build_report(ensemble, data=load_dataset(small_npz))
+
+    assert report.html == ensemble / "report" / "report.html"
+    assert "curves" not in report.images
+    assert report.metrics.accuracy == pytest.approx(read_metrics(tiny_run)["test"]["accuracy"])
+    assert "No history.csv" in report.html.read_text()
+
+
 def test_figures_never_need_a_display() -> None:
     assert matplotlib.get_backend().lower() == "agg"
 

@@ -94,12 +94,17 @@ def _summary_rows(
             ("batch size", str(config.batch_size)),
             ("optimizer, schedule", f"{config.optimizer}, {config.schedule}, lr {config.lr:g}"),
         ]
-    if run_metrics is not None:
-        rows += [
-            ("parameters", f"{run_metrics['parameters']:,}"),
-            ("epochs run (best)", f"{run_metrics['epochs_run']} ({run_metrics['best_epoch']})"),
-            ("train time", f"{run_metrics['train_seconds']:.1f} s"),
-        ]
+    # metrics.json of an ensemble or an older run may lack some of these; show what is there.
+    known = run_metrics or {}
+    if config is None and known.get("model"):
+        rows.append(("model", str(known["model"])))
+        rows.append(("recipe", str(known.get("recipe") or "—")))
+    if known.get("parameters") is not None:
+        rows.append(("parameters", f"{known['parameters']:,}"))
+    if known.get("epochs_run") is not None:
+        rows.append(("epochs run (best)", f"{known['epochs_run']} ({known.get('best_epoch')})"))
+    if known.get("train_seconds") is not None:
+        rows.append(("train time", f"{known['train_seconds']:.1f} s"))
     return rows
 
 
@@ -230,7 +235,11 @@ def build_report(
         paths[stem] = out / f"{stem}.png"
         atomic_write_bytes(paths[stem], png)
 
-    title = f"digits report: {config.recipe or config.model if config else run_dir.name}"
+    if config is not None:
+        name = config.recipe or config.model
+    else:
+        name = str((run_metrics or {}).get("recipe") or run_dir.name)
+    title = f"digits report: {name}"
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     subtitle = f"{run_dir} · data {data.source} ({data.path}) · written {stamp}"
     sections = _sections(
