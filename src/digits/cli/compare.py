@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.table import Table
 
 from digits.cli.common import app, console, friendly_errors
@@ -35,7 +36,7 @@ def compare_command(
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
     """Train each item with the same seeds; write comparison.md, .csv, .json and .png."""
-    from digits.compare import compare, default_items, epochs_text, percent, resolve_items
+    from digits.compare import compare, default_items, epochs_text, resolve_items
 
     items = default_items() if models is None else [m.strip() for m in models.split(",")]
     configs = resolve_items(
@@ -45,32 +46,41 @@ def compare_command(
         data_path=None if data is None else str(data),
     )
     rows = compare(configs, out, seeds=seeds, progress=not quiet)
-    table = Table(title=f"test set, {seeds} seed(s)")
+    # Compact enough for an 80-column terminal: units in the headers, one space between columns.
+    table = Table(
+        title=f"test set, {seeds} seed(s)",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        padding=(0, 0),  # the box already puts a space between columns
+        caption="claim %: the accuracy the seed document reports for that model",
+    )
     columns = (
         "model",
         "parameters",
         "epochs",
         "train s",
-        "accuracy",
+        "accuracy %",
         "loss",
         "macro F1",
-        "images/s",
-        "seed claims",
+        "img/s",
+        "claim %",
     )
     for column in columns:
-        table.add_column(column, justify="left" if column == "model" else "right")
+        justify = "left" if column == "model" else "right"
+        table.add_column(column, justify=justify)
     for row in rows:
         spread = f" ± {100 * row.accuracy_std:.2f}" if seeds > 1 else ""
+        claim = row.claimed_accuracy
         table.add_row(
             row.model,
             f"{row.parameters:,}",
             epochs_text(row),
             f"{row.train_seconds:.1f}",
-            f"{percent(row.accuracy_mean)}{spread}",
+            f"{100 * row.accuracy_mean:.2f}{spread}",
             f"{row.loss:.4f}",
             f"{row.macro_f1:.4f}",
             f"{row.images_per_s:,.0f}",
-            percent(row.claimed_accuracy),
+            "—" if claim is None else f"{100 * claim:.2f}",
         )
     console.print(table)
     console.print(f"tables written to {out}/comparison.md, .csv, .json and .png")

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.table import Table
 
 from digits.cli.common import app, console, friendly_errors
@@ -66,7 +67,9 @@ def tune_command(
         sampler_seed=seed,
     )
     names = sorted({name for row in result.trials for name in row.params})
-    table = Table(title=f"study {result.study} ({result.storage}): validation accuracy")
+    table = Table(
+        title=f"study {result.study} ({result.storage}): validation accuracy", box=box.SIMPLE_HEAD
+    )
     for column in ("trial", "state", "val accuracy", "epochs", "seconds", *names):
         table.add_column(column, justify="left" if column == "state" else "right")
     ranked = sorted(
