@@ -66,8 +66,7 @@ def compare_command(
         "claim %",
     )
     for column in columns:
-        justify = "left" if column == "model" else "right"
-        table.add_column(column, justify=justify)
+        table.add_column(column, justify="left" if column == "model" else "right")
     for row in rows:
         spread = f" ± {100 * row.accuracy_std:.2f}" if seeds > 1 else ""
         claim = row.claimed_accuracy
