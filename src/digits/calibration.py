@@ -140,15 +140,21 @@ def run_temperature(run_dir: str | Path) -> tuple[float, str]:
 
 
 def calibration_summary(
-    run_dir: str | Path, model: Any, images: np.ndarray, labels: np.ndarray
+    run_dir: str | Path, probabilities: np.ndarray, labels: np.ndarray
 ) -> dict[str, Any]:
-    """ECE on the given data before and after the run's temperature (for `digits evaluate`)."""
+    """ECE of a model's probabilities on some data, before and after the run's temperature.
+
+    Temperature scaling of log-probabilities equals that of logits (they differ by a per-row
+    constant, which softmax ignores), so the probabilities alone are enough.
+    """
     temperature, source = run_temperature(run_dir)
-    logits = _logits(model, images)
+    log_probabilities = np.log(np.clip(np.asarray(probabilities, dtype=np.float64), 1e-30, 1.0))
     labels = np.asarray(labels).astype(np.int64)
     return {
         "temperature": temperature,
         "temperature_source": source,
-        "ece": expected_calibration_error(softmax(logits), labels),
-        "ece_calibrated": expected_calibration_error(softmax(logits, temperature), labels),
+        "ece": expected_calibration_error(softmax(log_probabilities), labels),
+        "ece_calibrated": expected_calibration_error(
+            softmax(log_probabilities, temperature), labels
+        ),
     }

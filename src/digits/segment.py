@@ -23,8 +23,8 @@ if TYPE_CHECKING:
     from digits.predictor import Predictor
 
 OVERLAP = 0.5  # pieces overlapping by this share of the narrower one's width are one digit
-WIDE = 1.5  # a group wider than this × the line's height may be touching digits
-VALLEY = 0.5  # ...cut where the column ink falls below this share of the typical column
+WIDE = 1.2  # a group wider than this × the line's height may be touching digits
+VALLEY = 0.7  # ...cut where the column ink falls below this share of the typical column
 FRAGMENT = 0.45  # groups shorter than this × the line's height are pieces of a digit
 REACH = 0.5  # ...and join a digit closer than this × the line's height
 DIGIT_ASPECT = 0.8  # typical width / height of one handwritten digit, to count touching ones

@@ -138,7 +138,6 @@ def evaluate_command(
 ) -> None:
     """Loss, accuracy, per-class precision/recall/F1 and the confusion matrix on the test set."""
     from digits.data import load_dataset, load_mnist
-    from digits.evaluate import evaluate_model
     from digits.train import load_model
 
     model = load_model(run)
@@ -147,10 +146,12 @@ def evaluate_command(
         images, labels = dataset.x_test, dataset.y_test
     else:  # a Kaggle train.csv has no test split: score on all of it
         images, labels = dataset.x_train, dataset.y_train
-    metrics = evaluate_model(model, images, labels)
     from digits.calibration import calibration_summary
+    from digits.evaluate import compute_metrics, model_probabilities
 
-    calibration = calibration_summary(run, model, images, labels)
+    probabilities = model_probabilities(model, images)  # one pass serves both reports
+    metrics = compute_metrics(probabilities, labels)
+    calibration = calibration_summary(run, probabilities, labels)
     if as_json:
         print_json({"run": str(run), **metrics.to_dict(), **calibration})
         return

@@ -1,0 +1,71 @@
+"""`digits explain`: integrated gradients on the torch model, drawn beside the 28×28 input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from digits.cli import app
+from digits.explain import attributions, explain
+from digits.predictor import Predictor
+from digits.train import load_model
+from tests.handwriting import LOOKS, pen_photo
+
+runner = CliRunner()
+
+
+def test_integrated_gradients_add_up_to_the_score(trained_cnn_run: Path, tmp_path: Path) -> None:
+    image = pen_photo(3, LOOKS["photo"])
+    result = explain(trained_cnn_run, image, out=tmp_path / "three.png")
+    assert result.digit == Predictor.from_path(trained_cnn_run).predict_image(image).digit == 3
+    assert result.attributions.shape == (28, 28)
+    # Completeness: the attributions sum to score(input) - score(black baseline).
+    model = load_model(trained_cnn_run)
+    inputs = torch.from_numpy(result.pixels.astype(np.float32) / 255)[None, None]
+    with torch.inference_mode():
+        gap = (model(inputs) - model(torch.zeros_like(inputs)))[0, 3].item()
+    assert result.attributions.sum() == pytest.approx(gap, rel=0.05)
+    # The credit sits on the ink, not on the empty background.
+    ink = result.pixels > 0
+    assert np.abs(result.attributions[ink]).sum() > 0.95 * np.abs(result.attributions).sum()
+    drawing = Image.open(tmp_path / "three.png")
+    assert drawing.format == "PNG" and drawing.width > 2 * drawing.height
+
+
+def test_saliency_and_unknown_methods(trained_cnn_run: Path) -> None:
+    model = load_model(trained_cnn_run)
+    pixels = np.zeros((28, 28), np.uint8)
+    pixels[6:22, 12:15] = 255
+    saliency = attributions(model, pixels, target=1, method="saliency")
+    assert saliency.shape == (28, 28) and np.abs(saliency).sum() > 0
+    with pytest.raises(ValueError, match="unknown method"):
+        attributions(model, pixels, target=1, method="shap")
+
+
+def test_explain_command(trained_cnn_run: Path, tmp_path: Path) -> None:
+    image = tmp_path / "eight.png"
+    pen_photo(8, LOOKS["plain"]).save(image)
+    out = tmp_path / "why.png"
+    result = runner.invoke(
+        app, ["explain", str(trained_cnn_run), str(image), "--out", str(out), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["digit"] == 8 and document["out"] == str(out) and out.exists()
+
+
+def test_explain_needs_the_torch_model_and_a_digit(trained_cnn_run: Path, tmp_path: Path) -> None:
+    image = tmp_path / "eight.png"
+    pen_photo(8, LOOKS["plain"]).save(image)
+    onnx = runner.invoke(app, ["explain", str(trained_cnn_run / "model.onnx"), str(image)])
+    assert onnx.exit_code == 1 and "needs the torch model" in onnx.stderr
+    blank = tmp_path / "blank.png"
+    Image.new("L", (60, 60), 255).save(blank)
+    nothing = runner.invoke(app, ["explain", str(trained_cnn_run), str(blank)])
+    assert nothing.exit_code == 1 and "nothing to explain" in nothing.stderr

@@ -1,0 +1,164 @@
+"""`digits read`: numbers written in a row, segmented and read left to right."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from digits.cli import app
+from digits.components import Component, label_components
+from digits.data import DigitData
+from digits.predictor import Predictor
+from digits.segment import group_components, read_number, segment
+from tests.handwriting import LOOKS, Look, font_glyph, number_photo, pen_glyph
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def predictor(trained_cnn_run: Path) -> Predictor:
+    return Predictor.from_path(trained_cnn_run)
+
+
+def _wide(look: str) -> Look:
+    base = LOOKS[look]
+    return Look(
+        size=(640, 220),
+        digit_height=0.5,
+        paper=base.paper,
+        ink=base.ink,
+        gradient=base.gradient,
+        noise=base.noise,
+        blur=base.blur,
+        jpeg_quality=base.jpeg_quality,
+    )
+
+
+def _mnist_glyph(mnist: DigitData, digit: int, nth: int) -> np.ndarray:
+    image = mnist.x_test[np.nonzero(mnist.y_test == digit)[0][nth]]
+    rows, cols = np.nonzero(image.any(1))[0], np.nonzero(image.any(0))[0]
+    return image[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1].astype(np.float32) / 255
+
+
+def test_reads_numbers_in_every_condition(predictor: Predictor, mnist: DigitData) -> None:
+    rng = np.random.default_rng(7)
+    looks = ["plain", "uneven-light", "inverted", "noisy", "jpeg", "coloured-paper"]
+    exact, digits_right, digits_total = 0, 0, 0
+    for trial, look in enumerate(looks * 2):
+        number = [int(d) for d in rng.integers(0, 10, size=int(rng.integers(2, 6)))]
+        if trial % 2:
+            glyphs = [pen_glyph(d, 0.09, seed=trial * 10 + i) for i, d in enumerate(number)]
+        else:
+            glyphs = [_mnist_glyph(mnist, d, trial + i) for i, d in enumerate(number)]
+        reading = read_number(predictor, number_photo(glyphs, _wide(look), gap=0.3, seed=trial))
+        truth = "".join(map(str, number))
+        exact += reading.text == truth
+        if len(reading.text) == len(truth):
+            digits_right += sum(a == b for a, b in zip(reading.text, truth, strict=True))
+        digits_total += len(truth)
+        lefts = [d.box[0] for d in reading.digits]
+        assert lefts == sorted(lefts)  # left to right
+    # Measured 12/12 numbers; one misread digit is allowed for, not a segmentation failure.
+    assert exact >= 10 and digits_right >= 0.95 * digits_total
+
+
+def test_boxes_surround_each_digit(predictor: Predictor) -> None:
+    look = Look(size=(600, 200), digit_height=0.6)
+    image = number_photo([pen_glyph(d, 0.1, seed=d) for d in (3, 0, 8)], look, gap=0.5)
+    reading = read_number(predictor, image)
+    assert reading.text == "308" and reading.reason is None
+    boxes = [d.box for d in reading.digits]
+    for (_, _, right, _), (left, _, _, _) in itertools.pairwise(boxes):
+        assert right <= left  # no overlap between neighbours
+    for left, top, right, bottom in boxes:
+        assert 0 <= left < right <= image.width and 0 <= top < bottom <= image.height
+        assert 0.4 * 0.6 * 200 < bottom - top <= 0.6 * 200 + 4
+    assert all(d.pixels.shape == (28, 28) for d in reading.digits)
+
+
+def test_touching_digits_are_cut_apart(predictor: Predictor) -> None:
+    glyphs = [pen_glyph(d, 0.08, seed=d) for d in (0, 0, 0)]
+    image = number_photo(glyphs, Look(size=(600, 200), digit_height=0.6), gap=-0.03)
+    found = segment(image)
+    assert not isinstance(found, str)
+    assert len(found) == 3
+    assert read_number(predictor, image).text == "000"
+
+
+def test_typed_numbers_read_too(predictor: Predictor) -> None:
+    reading = read_number(predictor, number_photo([font_glyph("4096")], Look(size=(500, 200))))
+    assert reading.text == "4096"
+
+
+def test_fragments_join_their_digit() -> None:
+    # A 5 whose top bar was lifted off the page: the bar overlaps the body only a little.
+    body = Component(label=1, area=900, top=30, left=100, bottom=100, right=150)
+    bar = Component(label=2, area=150, top=28, left=140, bottom=38, right=180)
+    other = Component(label=3, area=800, top=30, left=220, bottom=100, right=260)
+    groups = group_components([other, bar, body])
+    assert [sorted(c.label for c in g) for g in groups] == [[1, 2], [3]]
+
+
+def test_overlapping_pieces_merge_and_far_ones_do_not() -> None:
+    mask = np.zeros((40, 60), dtype=bool)
+    mask[5:15, 10:20] = True  # upper half of a digit
+    mask[20:35, 12:22] = True  # lower half, below it
+    mask[5:35, 40:44] = True  # a separate 1
+    _, components = label_components(mask)
+    groups = group_components(components)
+    assert [len(g) for g in groups] == [2, 1]
+
+
+def test_blank_image_reads_nothing(predictor: Predictor) -> None:
+    reading = read_number(predictor, Image.new("L", (400, 100), 255))
+    assert reading.text == "" and reading.digits == []
+    assert reading.reason is not None and reading.reason.startswith("no digit")
+
+
+def test_read_command(trained_cnn_run: Path, tmp_path: Path) -> None:
+    path = tmp_path / "number.png"
+    number_photo([pen_glyph(d, 0.1, seed=d) for d in (1, 9, 4)], Look(size=(500, 180))).save(path)
+    result = runner.invoke(app, ["read", str(trained_cnn_run), str(path), "--json"])
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["text"] == "194" and document["file"] == str(path)
+    assert [d["digit"] for d in document["digits"]] == [1, 9, 4]
+    assert all(len(d["box"]) == 4 and 0 < d["confidence"] <= 1 for d in document["digits"])
+    unsure = runner.invoke(
+        app, ["read", str(trained_cnn_run), str(path), "--json", "--min-confidence", "1"]
+    )
+    assert json.loads(unsure.stdout)["text"] == "???"
+    table = runner.invoke(app, ["read", str(trained_cnn_run), str(path)])
+    assert table.exit_code == 0 and "194" in table.stdout
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"nope")
+    failed = runner.invoke(app, ["read", str(trained_cnn_run), str(bad)])
+    assert failed.exit_code == 1 and "bad.png" in failed.stderr
+
+
+def test_components_match_a_flood_fill() -> None:
+    rng = np.random.default_rng(3)
+    mask = rng.random((30, 40)) < 0.35
+    labels, components = label_components(mask)
+    assert sum(c.area for c in components) == mask.sum()
+    seen = np.zeros_like(mask)
+    for component in components:
+        # Flood fill from one pixel of the component must reach exactly its pixels.
+        start = tuple(np.argwhere(labels == component.label)[0])
+        stack, region = [start], set()
+        while stack:
+            r, c = stack.pop()
+            if (r, c) in region or not (0 <= r < 30 and 0 <= c < 40) or not mask[r, c]:
+                continue
+            region.add((r, c))
+            stack += [(r + dr, c + dc) for dr in (-1, 0, 1) for dc in (-1, 0, 1)]
+        assert region == {tuple(p) for p in np.argwhere(labels == component.label)}
+        assert len(region) == component.area
+        seen |= labels == component.label
+    assert np.array_equal(seen, mask)
