@@ -122,6 +122,12 @@
   }
   canvas.addEventListener("pointerup", endStroke);
   canvas.addEventListener("pointercancel", endStroke);
+  // touch-action: none keeps the page still in most browsers; cancelling the touch events too
+  // covers those that honour it only partly, and stops the browser from reading a quick stroke
+  // as a fling (which would swallow the next tap on a button).
+  for (const name of ["touchstart", "touchmove"]) {
+    canvas.addEventListener(name, (event) => event.preventDefault(), { passive: false });
+  }
 
   function undo() {
     if (strokes.length) strokes.pop();
@@ -153,6 +159,7 @@
   // --- results ---------------------------------------------------------------------------
 
   function setBars(probabilities) {
+    bars.hidden = false;
     const top = probabilities ? probabilities.indexOf(Math.max(...probabilities)) : -1;
     bars.querySelectorAll("li").forEach((item, digit) => {
       const p = probabilities ? probabilities[digit] : 0;
@@ -163,12 +170,19 @@
     });
   }
 
+  function setPreview(url) {
+    // The whole figure goes, caption included, when there is nothing the model saw.
+    if (url) preview.src = url;
+    else preview.removeAttribute("src");
+    preview.hidden = !url;
+    preview.parentElement.hidden = !url;
+  }
+
   function showIdle() {
     prediction.textContent = "–";
     prediction.dataset.state = "idle";
     status.textContent = "Draw a digit to start.";
-    preview.hidden = true;
-    preview.removeAttribute("src");
+    setPreview(null);
     readBox.hidden = true;
     setBars(null);
   }
@@ -177,7 +191,7 @@
     prediction.textContent = "!";
     prediction.dataset.state = "error";
     status.textContent = message;
-    preview.hidden = true;
+    setPreview(null);
     readBox.hidden = true;
     setBars(null);
   }
@@ -199,22 +213,15 @@
       status.textContent = `Not sure: maybe ${best} (${percent}%). Try drawing it larger or clearer.`;
     }
     setBars(result.reason && result.reason.startsWith("no digit") ? null : result.probabilities);
-    if (result.preview) {
-      preview.src = result.preview;
-      preview.hidden = false;
-    } else {
-      preview.hidden = true;
-    }
+    setPreview(result.preview);
+    readBox.hidden = true;
   }
 
-  function showRead(result) {
+  // Several digits found by /api/read: the number is the answer, each digit shown with its own
+  // 28×28 and confidence; the single-digit bars would describe a squeezed-together image.
+  function showSeveral(result) {
     const list = $("read-digits");
     list.replaceChildren();
-    if (!result || result.digits.length < 2) {
-      readBox.hidden = true;
-      return;
-    }
-    $("read-text").textContent = result.text;
     for (const found of result.digits) {
       const item = document.createElement("li");
       const image = document.createElement("img");
@@ -228,6 +235,16 @@
       item.append(label, image, sure);
       list.appendChild(item);
     }
+    $("read-text").textContent = result.text;
+    prediction.textContent = result.text;
+    prediction.dataset.state = "several";
+    const unsure = result.digits.filter((d) => d.digit === null).length;
+    status.textContent =
+      `${result.digits.length} digits, read left to right` +
+      (unsure ? `; not sure of ${unsure} (shown as ?).` : ".");
+    setPreview(null);
+    setBars(null);
+    bars.hidden = true;
     readBox.hidden = false;
   }
 
@@ -251,8 +268,8 @@
         post("/api/read", blob, name).catch(() => null),
       ]);
       if (mine !== sequence) return;
-      showPrediction(predicted);
-      showRead(read);
+      if (read && read.digits.length >= 2) showSeveral(read);
+      else showPrediction(predicted);
     } catch (error) {
       if (mine === sequence) showError(`Could not read that: ${error.message}`);
     }

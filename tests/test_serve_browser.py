@@ -1,0 +1,398 @@
+"""The drawing page end to end in Debian's Chromium: mouse strokes on a desktop, touch on a phone,
+upload, clear and undo, against the real service on loopback. Screenshots land in test-artifacts/.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import math
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import uvicorn
+from PIL import Image
+from playwright.sync_api import Browser, Page, Route, sync_playwright
+
+from digits.data import DigitData
+from digits.serve import Settings, create_app
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+
+Stroke = list[tuple[float, float]]  # points in canvas units, 0–1 from the top-left corner
+
+# Playwright evaluates string expressions with eval(), which the page's Content-Security-Policy
+# forbids; the checks below are written as functions, which it runs without eval.
+
+# Digits as a person draws them, one list of strokes each.
+ONE: list[Stroke] = [[(0.5, 0.18), (0.5, 0.82)]]
+SEVEN: list[Stroke] = [[(0.28, 0.22), (0.72, 0.22), (0.42, 0.82)]]
+ZERO: list[Stroke] = [
+    [
+        (0.5 + 0.2 * math.sin(2 * math.pi * t / 32), 0.5 - 0.3 * math.cos(2 * math.pi * t / 32))
+        for t in range(33)
+    ]
+]
+FOUR: list[Stroke] = [[(0.36, 0.18), (0.3, 0.56), (0.72, 0.56)], [(0.6, 0.3), (0.6, 0.84)]]
+
+
+@pytest.fixture(scope="module")
+def server(trained_cnn_run: Path) -> Iterator[str]:
+    """The app on uvicorn, in a thread of this process, on a free loopback port."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    app = create_app(Settings(model=trained_cnn_run))
+    instance = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=instance.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not instance.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    instance.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (.ci/run does this)")
+    with sync_playwright() as playwright:
+        instance = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield instance
+        instance.close()
+
+
+class Watch:
+    """Problems the page must never have: console errors, and requests leaving the server."""
+
+    def __init__(self, page: Page, base: str) -> None:
+        self.errors: list[str] = []
+        self.foreign: list[str] = []
+        page.on("console", lambda m: m.type == "error" and self.errors.append(m.text))
+        page.on("pageerror", lambda e: self.errors.append(str(e)))
+
+        def only_local(route: Route) -> None:
+            if route.request.url.startswith(base) or route.request.url.startswith("data:"):
+                route.continue_()
+            else:
+                self.foreign.append(route.request.url)
+                route.abort()
+
+        page.route("**/*", only_local)
+
+    def check(self) -> None:
+        assert self.errors == []
+        assert self.foreign == []
+
+
+@pytest.fixture
+def desktop(browser: Browser, server: str) -> Iterator[tuple[Page, Watch]]:
+    context = browser.new_context(viewport={"width": 1200, "height": 820})
+    page = context.new_page()
+    watch = Watch(page, server)
+    page.goto(server + "/")
+    page.wait_for_function(
+        "() => document.querySelector('[data-testid=model]').textContent.includes('cnn')"
+    )
+    yield page, watch
+    context.close()
+
+
+@pytest.fixture
+def phone(browser: Browser, server: str) -> Iterator[tuple[Page, Watch]]:
+    context = browser.new_context(
+        viewport={"width": 390, "height": 844},
+        device_scale_factor=3,
+        is_mobile=True,
+        has_touch=True,
+    )
+    page = context.new_page()
+    watch = Watch(page, server)
+    page.goto(server + "/")
+    yield page, watch
+    context.close()
+
+
+def canvas_box(page: Page) -> dict[str, float]:
+    box: dict[str, float] = page.get_by_test_id("canvas").bounding_box()
+    return box
+
+
+def answered(page: Page, action: Callable[[], None], read: bool = True) -> str:
+    """Run `action`, wait for the page's requests and for the answer it shows; return its state."""
+    with page.expect_response("**/api/predict"):
+        if read:
+            with page.expect_response("**/api/read"):
+                action()
+        else:
+            action()
+    page.wait_for_function(
+        "() => document.querySelector('[data-testid=prediction]').dataset.state !== 'busy'"
+    )
+    state: str = page.get_by_test_id("prediction").get_attribute("data-state")
+    return state
+
+
+def mouse_draw(page: Page, strokes: list[Stroke]) -> None:
+    box = canvas_box(page)
+    for stroke in strokes:
+
+        def draw(stroke: Stroke = stroke) -> None:
+            x, y = stroke[0]
+            page.mouse.move(box["x"] + x * box["width"], box["y"] + y * box["height"])
+            page.mouse.down()
+            for x, y in stroke[1:]:
+                page.mouse.move(box["x"] + x * box["width"], box["y"] + y * box["height"], steps=6)
+            page.mouse.up()
+
+        answered(page, draw)
+
+
+def touch_draw(page: Page, strokes: list[Stroke]) -> None:
+    """Real touch events through the DevTools protocol: Chromium turns them into pointer events
+    with pointerType "touch", and would scroll the page if the canvas let it.
+
+    Events carry timestamps 16 ms apart, as a finger's do, and the finger rests before lifting.
+    The tap on Clear afterwards checks that a stroke leaves no gesture behind (a fling would
+    swallow that tap)."""
+    session = page.context.new_cdp_session(page)
+    box = canvas_box(page)
+    for stroke in strokes:
+
+        def draw(stroke: Stroke = stroke) -> None:
+            points = []
+            for (x0, y0), (x1, y1) in itertools.pairwise(stroke):
+                points += [(x0 + (x1 - x0) * k / 8, y0 + (y1 - y0) * k / 8) for k in range(8)]
+            points += [stroke[-1]] * 4
+            kinds = ["touchStart"] + ["touchMove"] * (len(points) - 1)
+            start = time.time()
+            for step, (kind, (x, y)) in enumerate(zip(kinds, points, strict=True)):
+                touch = {"x": box["x"] + x * box["width"], "y": box["y"] + y * box["height"]}
+                event = {"type": kind, "touchPoints": [touch], "timestamp": start + step * 0.016}
+                session.send("Input.dispatchTouchEvent", event)
+            end = start + len(points) * 0.016
+            session.send(
+                "Input.dispatchTouchEvent",
+                {"type": "touchEnd", "touchPoints": [], "timestamp": end},
+            )
+
+        answered(page, draw)
+
+
+def shown_digit(page: Page) -> str:
+    text: str = page.get_by_test_id("prediction").inner_text()
+    return text
+
+
+def bar_widths(page: Page) -> list[float]:
+    """Each bar's drawn length as a percentage of its track, as laid out on screen, once the
+    bars' short animation has settled."""
+    script = """() => [...document.querySelectorAll('[data-testid=probabilities] li')].map(li =>
+        100 * li.querySelector('.fill').getBoundingClientRect().width /
+        li.querySelector('.track').getBoundingClientRect().width)"""
+    settled = """() => [...document.querySelectorAll('[data-testid=probabilities] .fill')].every(
+        f => Math.abs(f.getBoundingClientRect().width /
+            f.parentElement.getBoundingClientRect().width * 100 -
+            (parseFloat(f.style.width) || 0)) < 0.5)"""
+    page.wait_for_function(settled)
+    widths: list[float] = page.evaluate(script)
+    return widths
+
+
+def assert_shows(page: Page, digit: int) -> None:
+    assert page.get_by_test_id("prediction").get_attribute("data-state") == "digit"
+    assert shown_digit(page) == str(digit)
+    widths = bar_widths(page)
+    assert len(widths) == 10
+    assert int(np.argmax(widths)) == digit
+    assert sum(widths) == pytest.approx(100, abs=1)
+    preview = page.get_by_test_id("preview")
+    assert preview.is_visible()
+    assert preview.get_attribute("src").startswith("data:image/png;base64,")
+
+
+def photo_file(tmp_path: Path, pixels: np.ndarray, name: str) -> Path:
+    """An MNIST test digit as dark ink on light paper, photo-sized."""
+    ink = np.kron(255 - pixels, np.ones((8, 8), dtype=np.uint8))
+    path = tmp_path / name
+    Image.fromarray(np.pad(ink, 60, constant_values=235)).convert("RGB").save(path, quality=90)
+    return path
+
+
+def test_desktop_mouse_drawing(desktop: tuple[Page, Watch]) -> None:
+    page, watch = desktop
+    assert page.get_by_test_id("prediction").get_attribute("data-state") == "idle"
+    assert page.get_by_test_id("clear").is_disabled()
+
+    for strokes, digit in ((ONE, 1), (SEVEN, 7), (ZERO, 0)):
+        mouse_draw(page, strokes)
+        assert_shows(page, digit)
+        page.get_by_test_id("clear").click()
+        assert page.get_by_test_id("prediction").get_attribute("data-state") == "idle"
+        assert shown_digit(page) == "–"
+        assert not page.get_by_test_id("preview").is_visible()
+        assert bar_widths(page) == pytest.approx([0.0] * 10, abs=0.5)
+        # Cleared means blank: every pixel of the canvas is white again.
+        assert page.evaluate(
+            """() => { const c = document.querySelector('[data-testid=canvas]');
+                const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+                return d.every(v => v === 255); }"""
+        )
+
+    # Two strokes make a 4, with an answer after each stroke; undo takes the last stroke back.
+    mouse_draw(page, FOUR)
+    assert_shows(page, 4)
+    mouse_draw(page, [[(0.75, 0.75), (0.8, 0.8)]])
+    answered(page, lambda: page.get_by_test_id("undo").click())
+    assert_shows(page, 4)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "serve-desktop.png"), full_page=True)
+    watch.check()
+
+
+def test_phone_touch_drawing(phone: tuple[Page, Watch]) -> None:
+    page, watch = phone
+    width = page.viewport_size["width"]
+    assert page.evaluate("document.documentElement.scrollWidth") <= width  # no sideways scroll
+    canvas = canvas_box(page)
+    assert canvas["width"] >= 0.8 * width - 40  # the canvas fills the phone's width
+    assert page.evaluate("getComputedStyle(document.querySelector('canvas')).touchAction") == "none"
+    scrolled = page.evaluate("window.scrollY")
+
+    touch_draw(page, SEVEN)
+    assert_shows(page, 7)
+    assert page.evaluate("window.scrollY") == scrolled  # drawing did not scroll the page
+    page.get_by_test_id("clear").tap()
+    # A tap's click follows its touchend after the browser's gesture handling, not at once.
+    page.wait_for_function(
+        "() => document.querySelector('[data-testid=prediction]').dataset.state === 'idle'"
+    )
+    touch_draw(page, ONE)
+    assert_shows(page, 1)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "serve-phone.png"), full_page=True)
+    watch.check()
+
+
+def test_upload_photos_blank_and_several_digits(
+    desktop: tuple[Page, Watch], mnist: DigitData, tmp_path: Path
+) -> None:
+    page, watch = desktop
+    label = int(mnist.y_test[0])
+    photo = photo_file(tmp_path, mnist.x_test[0], "digit.jpg")
+    answered(page, lambda: page.get_by_test_id("upload").set_input_files(str(photo)))
+    assert_shows(page, label)
+    assert page.get_by_test_id("read").is_hidden()  # one digit: no "several digits" panel
+
+    blank = tmp_path / "blank.png"
+    Image.new("RGB", (300, 300), (240, 240, 240)).save(blank)
+    answered(page, lambda: page.get_by_test_id("upload").set_input_files(str(blank)))
+    assert page.get_by_test_id("prediction").get_attribute("data-state") == "empty"
+    assert "No digit" in page.get_by_test_id("status").inner_text()
+
+    gap = np.zeros((28, 10), dtype=np.uint8)
+    number = np.hstack([mnist.x_test[1], gap, mnist.x_test[2], gap, mnist.x_test[3]])
+    several = photo_file(tmp_path, number, "number.png")
+    answered(page, lambda: page.get_by_test_id("upload").set_input_files(str(several)))
+    assert page.get_by_test_id("read").is_visible()
+    expected = "".join(str(int(d)) for d in mnist.y_test[1:4])
+    assert page.get_by_test_id("prediction").get_attribute("data-state") == "several"
+    assert shown_digit(page) == expected
+    assert page.get_by_test_id("read-text").inner_text() == expected
+    assert page.locator("[data-testid=read-digits] li").count() == 3
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "serve-read.png"), full_page=True)
+
+    not_image = tmp_path / "notes.png"
+    not_image.write_bytes(b"this is not an image")
+    answered(page, lambda: page.get_by_test_id("upload").set_input_files(str(not_image)))
+    assert page.get_by_test_id("prediction").get_attribute("data-state") == "error"
+    assert "not an image" in page.get_by_test_id("status").inner_text()
+    # The browser logs the 415 as a failed resource load; that one is expected.
+    watch.errors = [e for e in watch.errors if "415" not in e]
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "serve-upload-error.png"), full_page=True)
+    watch.check()
+
+
+def test_keyboard_and_labels(desktop: tuple[Page, Watch]) -> None:
+    page, watch = desktop
+    mouse_draw(page, ONE)
+    mouse_draw(page, [[(0.2, 0.8), (0.3, 0.85)]])
+    # Tab reaches every control, each with a name a screen reader can say.
+    names = []
+    for _ in range(8):
+        page.keyboard.press("Tab")
+        names.append(
+            page.evaluate(
+                """() => { const e = document.activeElement;
+                    if (e.id === 'upload') return document.querySelector('label[for=upload]')
+                        .textContent;
+                    return e.getAttribute('aria-label') || e.textContent; }"""
+            )
+        )
+    assert {"Undo", "Clear", "Upload a photo"} <= set(names)
+    assert page.get_by_test_id("canvas").get_attribute("aria-label")
+    # Ctrl+Z undoes the last stroke; Enter on the focused Clear button clears.
+    answered(page, lambda: page.keyboard.press("Control+z"))
+    assert_shows(page, 1)
+    page.get_by_test_id("clear").focus()
+    page.keyboard.press("Enter")
+    assert page.get_by_test_id("prediction").get_attribute("data-state") == "idle"
+    watch.check()
+
+
+def test_page_uses_the_canvas_size_for_the_brush(browser: Browser, server: str) -> None:
+    """The same 1 drawn on a small and a large canvas covers the same share of it."""
+    shares = []
+    for side in (360, 1200):
+        context = browser.new_context(viewport={"width": side, "height": 900})
+        page = context.new_page()
+        page.goto(server + "/")
+        mouse_draw(page, ONE)
+        shares.append(
+            page.evaluate(
+                """() => { const c = document.querySelector('[data-testid=canvas]');
+                    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+                    let ink = 0; for (let i = 0; i < d.length; i += 4) if (d[i] < 128) ink++;
+                    return ink / (c.width * c.height); }"""
+            )
+        )
+        context.close()
+    assert shares[0] > 0
+    assert shares[1] == pytest.approx(shares[0], rel=0.25)
+
+
+def test_png_roundtrip_of_the_canvas(desktop: tuple[Page, Watch]) -> None:
+    """What the page sends is the drawing itself: a PNG of the canvas, dark strokes on white."""
+    page, watch = desktop
+    with page.expect_request("**/api/predict") as request_info:
+        mouse_draw(page, SEVEN)
+    body = request_info.value.post_data_buffer
+    start = body.index(b"\x89PNG")
+    image = Image.open(io.BytesIO(body[start:]))
+    pixels = np.asarray(image.convert("L"))
+    assert pixels.shape[0] == pixels.shape[1]
+    assert pixels.min() < 50  # ink
+    assert np.median(pixels) > 200  # paper
+    watch.check()
