@@ -10,6 +10,7 @@ from digits.cli import (  # noqa: F401  (importing registers the commands)
     predict,
     recipes,
     report,
+    serve,
     training,
     tune,
 )
