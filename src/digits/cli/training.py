@@ -135,6 +135,9 @@ def evaluate_command(
     run: Annotated[Path, typer.Argument(help="A run directory.")],
     data: Annotated[Path | None, typer.Option(help="Labelled data to score on instead.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")] = False,
+    tta: Annotated[
+        bool, typer.Option("--tta", help="Average over 7 shifted/rotated views of each image.")
+    ] = False,
 ) -> None:
     """Loss, accuracy, per-class precision/recall/F1 and the confusion matrix on the test set."""
     from digits.data import load_dataset, load_mnist
@@ -149,7 +152,12 @@ def evaluate_command(
     from digits.calibration import calibration_summary
     from digits.evaluate import compute_metrics, model_probabilities
 
-    probabilities = model_probabilities(model, images)  # one pass serves both reports
+    if tta:
+        from digits.tta import tta_probabilities
+
+        probabilities = tta_probabilities(model, images)
+    else:
+        probabilities = model_probabilities(model, images)  # one pass serves both reports
     metrics = compute_metrics(probabilities, labels)
     calibration = calibration_summary(run, probabilities, labels)
     if as_json:

@@ -1,0 +1,125 @@
+"""Ensembles: averaging softmax outputs, stored and loaded like a run, built from the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from digits.cli import app
+from digits.data import DigitData
+from digits.ensemble import SoftmaxAverage, build_ensemble, load_ensemble, train_ensemble
+from digits.evaluate import model_probabilities
+from digits.train import RunError, TrainConfig, fit, load_model, read_metrics
+
+
+@pytest.fixture(scope="module")
+def tiny(mnist: DigitData) -> DigitData:
+    """1 200 training and 500 test images: enough for runs that differ, quick to train."""
+    return DigitData(
+        mnist.x_train[:1200],
+        mnist.y_train[:1200],
+        mnist.x_test[:500],
+        mnist.y_test[:500],
+        "mnist subset",
+        mnist.path,
+    )
+
+
+@pytest.fixture(scope="module")
+def two_runs(tiny: DigitData, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    root = tmp_path_factory.mktemp("members")
+    runs = []
+    for seed, model in ((0, "cnn"), (1, "ann")):
+        config = TrainConfig(model=model, epochs=1, batch_size=64, lr=0.003, seed=seed)
+        runs.append(fit(config, root / f"{model}-{seed}", data=tiny))
+    return runs
+
+
+def test_ensemble_of_identical_runs_equals_the_run(
+    two_runs: list[Path], tiny: DigitData, tmp_path: Path
+) -> None:
+    run = two_runs[0]
+    out = build_ensemble([run, run, run], tmp_path / "same", data=tiny)
+    single = model_probabilities(load_model(run), tiny.x_test)
+    averaged = model_probabilities(load_model(out), tiny.x_test)
+    np.testing.assert_allclose(averaged, single, atol=1e-5)
+    assert read_metrics(out)["test"]["accuracy"] == read_metrics(run)["test"]["accuracy"]
+
+
+def test_output_is_the_log_of_the_averaged_probabilities(
+    two_runs: list[Path], tiny: DigitData, tmp_path: Path
+) -> None:
+    out = build_ensemble(two_runs, tmp_path / "pair", data=tiny)
+    model = load_model(out)
+    assert isinstance(model, SoftmaxAverage)
+    members = [model_probabilities(load_model(run), tiny.x_test) for run in two_runs]
+    expected = (members[0] + members[1]) / 2
+    np.testing.assert_allclose(model_probabilities(model, tiny.x_test), expected, atol=1e-5)
+    images = torch.rand(4, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.allclose(model(images).exp().sum(1), torch.ones(4), atol=1e-5)
+
+
+def test_directory_is_self_contained_and_metrics_read_like_a_run(
+    two_runs: list[Path], tiny: DigitData, tmp_path: Path
+) -> None:
+    out = build_ensemble(two_runs, tmp_path / "pair", data=tiny)
+    description = json.loads((out / "ensemble.json").read_text())
+    assert [m["run"] for m in description["members"]] == [str(run) for run in two_runs]
+    metrics = read_metrics(out)
+    assert metrics["members"] == 2
+    assert metrics["test"]["count"] == 500
+    assert metrics["parameters"] == sum(read_metrics(r)["parameters"] for r in two_runs)
+    # The member weights were copied: the ensemble still loads once the runs are gone.
+    moved = tmp_path / "moved"
+    out.rename(moved)
+    assert isinstance(load_ensemble(moved), SoftmaxAverage)
+
+
+def test_bad_inputs_are_clear_errors(two_runs: list[Path], tiny: DigitData, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="at least one run"):
+        build_ensemble([], tmp_path / "none", data=tiny)
+    with pytest.raises(RunError, match="not a trained run directory"):
+        build_ensemble([tmp_path], tmp_path / "x", data=tiny)
+    with pytest.raises(RunError, match="holds a training run"):
+        build_ensemble(two_runs, two_runs[0], data=tiny)
+    out = build_ensemble(two_runs, tmp_path / "e", data=tiny)
+    with pytest.raises(RunError, match="already holds an ensemble"):
+        build_ensemble(two_runs, out, data=tiny)
+    with pytest.raises(RunError, match="is an ensemble itself"):
+        build_ensemble([out], tmp_path / "nested", data=tiny)
+    (out / "members" / f"1-{two_runs[1].name}.safetensors").unlink()
+    with pytest.raises(RunError, match="member weights missing"):
+        load_model(out)
+
+
+def test_train_ensemble_trains_each_seed_once(tiny: DigitData, tmp_path: Path) -> None:
+    config = TrainConfig(model="ann", epochs=1, batch_size=64, seed=5, recipe="mine")
+    out = train_ensemble(config, tmp_path / "ens", 2, data=tiny)
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith("seed")) == ["seed5", "seed6"]
+    first = (out / "seed5" / "model.safetensors").stat().st_mtime_ns
+    again = train_ensemble(config, out, 2, data=tiny)  # finished members are reused
+    assert (again / "seed5" / "model.safetensors").stat().st_mtime_ns == first
+    assert read_metrics(out)["recipe"] == "ensemble of 2 × mine"
+
+
+def test_ensemble_command(two_runs: list[Path], small_npz: Path, tmp_path: Path) -> None:
+    out = tmp_path / "cli"
+    args = ["ensemble", *map(str, two_runs), "--out", str(out), "--data", str(small_npz)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "ensemble of 2 runs" in result.output
+    evaluated = CliRunner().invoke(app, ["evaluate", str(out), "--data", str(small_npz), "--json"])
+    assert evaluated.exit_code == 0, evaluated.output
+    assert json.loads(evaluated.stdout)["accuracy"] == read_metrics(out)["test"]["accuracy"]
+
+
+def test_ensemble_command_with_a_missing_run_is_one_clear_line(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["ensemble", str(tmp_path / "nope"), "--out", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "nope" in result.output
