@@ -66,12 +66,17 @@ def tune_command(
         recipe_out=recipe_out,
         sampler_seed=seed,
     )
-    names = sorted({name for row in result.trials for name in row.params})
+    # Hyperparameters share one wrapping column: a column each would not fit a terminal.
     table = Table(
-        title=f"study {result.study} ({result.storage}): validation accuracy", box=box.SIMPLE_HEAD
+        title=f"study {result.study} ({result.storage})",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        padding=(0, 0),  # the box already puts a space between columns
     )
-    for column in ("trial", "state", "val accuracy", "epochs", "seconds", *names):
-        table.add_column(column, justify="left" if column == "state" else "right")
+    for column in ("trial", "state", "val acc %", "epochs", "seconds", "hyperparameters"):
+        table.add_column(
+            column, justify="left" if column in ("state", "hyperparameters") else "right"
+        )
     ranked = sorted(
         result.trials, key=lambda row: -1.0 if row.val_accuracy is None else -row.val_accuracy
     )
@@ -79,10 +84,10 @@ def tune_command(
         table.add_row(
             str(row.number),
             row.state,
-            _percent(row.val_accuracy),
+            "—" if row.val_accuracy is None else f"{100 * row.val_accuracy:.2f}",
             str(row.epochs_run),
             "—" if row.seconds is None else f"{row.seconds:.1f}",
-            *(_value(row.params.get(name, "—")) for name in names),
+            ", ".join(f"{name} {_value(value)}" for name, value in sorted(row.params.items())),
         )
     console.print(table)
     if result.best is None or result.recipe_path is None:
