@@ -75,6 +75,8 @@ def test_directory_is_self_contained_and_metrics_read_like_a_run(
     assert metrics["members"] == 2
     assert metrics["test"]["count"] == 500
     assert metrics["parameters"] == sum(read_metrics(r)["parameters"] for r in two_runs)
+    # Exported like a run, to a graph that outputs the same log-probabilities.
+    assert (out / "model.onnx").exists()
     # The member weights were copied: the ensemble still loads once the runs are gone.
     moved = tmp_path / "moved"
     out.rename(moved)

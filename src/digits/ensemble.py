@@ -4,6 +4,7 @@ An ensemble directory holds copies of its members' weights, so it stands alone:
   ensemble.json          the members: weight file, source run, model, recipe, test accuracy
   members/*.safetensors  each member's weights (with the metadata that rebuilds its model)
   metrics.json           test metrics of the averaged prediction, like a run's
+  model.onnx             the averaged model exported for ONNX Runtime, like a run's
 
 `digits.train.load_model(DIR)` returns a `SoftmaxAverage` for it: a module whose output is the log
 of the averaged probabilities, so softmax of its output is exactly that average, and evaluation,
@@ -166,6 +167,10 @@ def build_ensemble(
     if data.x_test is not None and data.y_test is not None:
         metrics["test"] = evaluate_model(model, data.x_test, data.y_test).to_dict()
     atomic_write_text(out_dir / METRICS_FILE, json.dumps(metrics, indent=2))
+    # Like a finished training run: model.onnx for the torch-free predictor and the server.
+    from digits.export import export_run
+
+    export_run(out_dir)
     return out_dir
 
 
