@@ -62,7 +62,7 @@ def test_rows_summarise_the_seed_runs(compared: tuple[Path, list[ComparisonRow]]
         tests = [read_metrics(run)["test"] for run in row.runs]
         accuracies = [test["accuracy"] for test in tests]
         assert row.accuracy_mean == pytest.approx(np.mean(accuracies))
-        assert row.accuracy_std == pytest.approx(np.std(accuracies))
+        assert row.accuracy_std == pytest.approx(np.std(accuracies, ddof=1))
         assert row.macro_f1 == pytest.approx(np.mean([test["macro_f1"] for test in tests]))
         assert row.parameters == REGISTRY[row.model].parameters
         assert row.claimed_accuracy == REGISTRY[row.model].claimed_accuracy
