@@ -94,7 +94,10 @@ def resolve_item(item: str) -> TrainConfig:
             from digits.recipes import get_recipe
 
             return get_recipe(item)
-        return TrainConfig.from_dict(json.loads(Path(item).read_text()))
+        try:  # an installation without named recipes still reads recipe files
+            return TrainConfig.from_dict(json.loads(Path(item).read_text()))
+        except (json.JSONDecodeError, TypeError) as exc:
+            raise ValueError(f"{item}: not a recipe file ({exc})") from None
     if item in REGISTRY:
         # Plain models train on all the training data, scored on the test set.
         return TrainConfig(model=item, val_split=0.0)

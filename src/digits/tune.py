@@ -17,7 +17,7 @@ import inspect
 import json
 import math
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields, replace
 from functools import cache
@@ -228,7 +228,11 @@ def open_study(
     return study
 
 
-def _objective(base: TrainConfig, max_epochs: int, data: DigitData) -> Any:
+def _objective(
+    base: TrainConfig, max_epochs: int, data: DigitData
+) -> Callable[[optuna.Trial], float]:
+    """Train one suggested config on `data` (no test split) and return its best validation score."""
+
     def objective(trial: optuna.Trial) -> float:
         config = suggest_config(trial, base, max_epochs)
         trial.set_user_attr("config", asdict(config))
