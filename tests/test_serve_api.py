@@ -465,7 +465,8 @@ def test_read_boxes_are_in_the_pixels_sent(
     client: TestClient, sure_digits: tuple[np.ndarray, np.ndarray]
 ) -> None:
     # A large JPEG is decoded at reduced scale; the boxes must still be in the original's pixels.
-    picture = number_image(sure_digits[0][[1, 2]]).resize((2400, 920))
+    picture = number_image(sure_digits[0][[1, 2]])
+    picture = picture.resize((picture.width * 6, picture.height * 6))
     body = client.post("/api/read", **upload(encode(picture, "JPEG", quality=90))).json()
     assert len(body["digits"]) == 2
     right_edge = max(d["box"]["x"] + d["box"]["width"] for d in body["digits"])
