@@ -80,6 +80,25 @@ def tree_rss_mb(pid: int) -> float:
     return total / 1024
 
 
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) used so far by a process and all its descendants.
+
+    On a machine shared with other work, CPU time per request is the figure that does not depend
+    on how much of the cores the server happened to get."""
+    total, pending = 0.0, [pid]
+    ticks = os.sysconf("SC_CLK_TCK")
+    while pending:
+        current = pending.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+        pending += [int(child) for child in children]
+    return total
+
+
 class RssSampler(threading.Thread):
     def __init__(self, pid: int, every: float = 1.0) -> None:
         super().__init__(daemon=True)
@@ -152,6 +171,7 @@ def main() -> None:
 
         sampler = RssSampler(server.pid)
         sampler.start()
+        cpu_before = tree_cpu_s(server.pid)
         load = [f"-t{args.wrk_threads}", f"-c{args.connections}", f"-d{args.duration}s"]
         with tempfile.NamedTemporaryFile(suffix=".body") as payload:
             payload.write(body)
@@ -167,6 +187,7 @@ def main() -> None:
                     "DIGITS_LOAD_KIND": args.payload,
                 },
             )
+        cpu_used = tree_cpu_s(server.pid) - cpu_before
         sampler.stop.set()
         sampler.join()
         after = httpx.get(f"{base}/api/health", timeout=10).json()["status"]
@@ -197,6 +218,7 @@ def main() -> None:
         "p90_ms": stats["latency_p90_us"] / 1000,
         "p99_ms": stats["latency_p99_us"] / 1000,
         "max_ms": stats["latency_max_us"] / 1000,
+        "server_cpu_ms_per_request": 1000 * cpu_used / max(1, stats["requests"]),
         "errors": errors,
         "error_detail": {k: v for k, v in stats.items() if k.startswith("errors_")},
         "rss_mb_first": rss[0] if rss else None,

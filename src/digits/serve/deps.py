@@ -9,13 +9,16 @@ from fastapi import Depends, Request
 from digits.serve.recognizer import Recognizer
 from digits.serve.settings import Settings
 
+# Both are async only so that FastAPI calls them inline: it runs plain `def` dependencies in the
+# thread pool, a hop per dependency per request for what is an attribute lookup.
 
-def get_recognizer(request: Request) -> Recognizer:
+
+async def get_recognizer(request: Request) -> Recognizer:
     recognizer: Recognizer = request.app.state.recognizer
     return recognizer
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 

@@ -15,7 +15,7 @@ STARTED = time.monotonic()
 
 
 @router.get("/health", summary="Is the service up")
-def health(recognizer: RecognizerDep) -> Health:
+async def health(recognizer: RecognizerDep) -> Health:
     """`ok` once the model is loaded; for load balancers and start-up checks."""
     return Health(
         status="ok",
@@ -26,7 +26,7 @@ def health(recognizer: RecognizerDep) -> Health:
 
 
 @router.get("/model", summary="The model being served")
-def model_info(recognizer: RecognizerDep, settings: SettingsDep) -> ModelInfo:
+async def model_info(recognizer: RecognizerDep, settings: SettingsDep) -> ModelInfo:
     """Name, recipe, test accuracy, calibration temperature, threshold and package version."""
     info = recognizer.info
     return ModelInfo(
