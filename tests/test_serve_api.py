@@ -526,3 +526,37 @@ def test_settings_from_the_environment(
     monkeypatch.setenv("DIGITS_SERVE_THRESHOLD", "2")
     with pytest.raises(ValueError, match="threshold"):
         Settings()
+
+
+def test_tiff_scans_are_read(
+    client: TestClient, sure_digits: tuple[np.ndarray, np.ndarray]
+) -> None:
+    # A 16-bit greyscale scan, as flatbed scanners write them.
+    scan = (np.asarray(paper(sure_digits[0][6]), dtype=np.uint16) * 257).astype(np.uint16)
+    body = client.post("/api/predict", **upload(encode(Image.fromarray(scan), "TIFF"))).json()
+    assert body["digit"] == int(sure_digits[1][6])
+
+
+def test_a_failure_inside_preparation_is_still_a_4xx(
+    client: TestClient,
+    sure_digits: tuple[np.ndarray, np.ndarray],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Whatever input reaches a bug in the image preparation, the client gets a JSON 4xx and
+    the service goes on; the traceback goes to the log."""
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise IndexError("index 7 is out of bounds")
+
+    monkeypatch.setattr("digits.serve.recognizer.preprocess", broken)
+    monkeypatch.setattr("digits.serve.recognizer.read_number", broken)
+    data = encode(paper(sure_digits[0][2]))
+    for route in ("/api/predict", "/api/read"):
+        response = client.post(route, **upload(data))
+        assert response.status_code == 422
+        assert response.json()["error"] == "unprocessable_image"
+        assert "index 7 is out of bounds" in response.json()["detail"]
+    assert "preparing an image failed" in caplog.text
+    monkeypatch.undo()
+    assert client.post("/api/predict", **upload(data)).json()["digit"] == int(sure_digits[1][2])

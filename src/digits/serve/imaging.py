@@ -18,7 +18,7 @@ from PIL import Image, UnidentifiedImageError
 
 from digits.serve.errors import APIError, bad_input, too_large, unsupported
 
-FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP")
+FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
 # JPEGs decode directly at a reduced scale, no smaller than this on their longer side: digits are
 # located at 512 pixels anyway, and a 12-megapixel photo then decodes in a fraction of the time.
 DRAFT_SIDE = 1024

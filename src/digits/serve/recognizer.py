@@ -8,17 +8,23 @@ the image as sent. Everything here is thread-safe: routes call it from the threa
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
 from digits.predictor import Predictor
 from digits.preprocess import ImageError, preprocess
 from digits.segment import read_number
-from digits.serve.errors import bad_input
+from digits.serve.errors import APIError, bad_input
 from digits.serve.imaging import decode_image, png_data_url
 from digits.serve.schemas import Box, PredictResponse, ReadDigit, ReadResponse
+
+log = logging.getLogger("digits.serve")
+T = TypeVar("T")
 
 # A 28×28 whose brightest pixel is this faint holds no stroke; MNIST strokes peak at 255.
 BLANK_LEVEL = 24
@@ -39,6 +45,23 @@ class ServedModel:
     parameters: int | None
     preprocessing_version: str
     source: str
+
+
+def _prepared(step: Callable[[], T]) -> T:
+    """Run a preparation step on a decoded image; whatever it raises is answered as a 4xx.
+
+    ImageError is the preparation's own verdict on the input. Anything else is a bug that some
+    input reached: it is logged in full for fixing, and the client still gets a 4xx naming the
+    problem, because no input may turn into a 5xx."""
+    try:
+        return step()
+    except ImageError as exc:
+        raise bad_input(str(exc)) from None
+    except Exception as exc:
+        log.exception("preparing an image failed")
+        raise APIError(
+            422, "unprocessable_image", f"the image could not be prepared: {exc}"
+        ) from None
 
 
 class Recognizer:
@@ -105,10 +128,7 @@ class Recognizer:
     def predict_file(self, data: bytes, max_bytes: int, max_pixels: int) -> PredictResponse:
         """An image file: decoded within the limits, prepared as MNIST was, then classified."""
         image, _ = decode_image(data, max_bytes, max_pixels)
-        try:
-            prepared = preprocess(image, name="the image")
-        except ImageError as exc:
-            raise bad_input(str(exc)) from None
+        prepared = _prepared(lambda: preprocess(image, name="the image"))
         if prepared.pixels is None:
             return self._no_digit(prepared.reason or "no digit")
         return self._answer(prepared.pixels)
@@ -116,10 +136,7 @@ class Recognizer:
     def read_file(self, data: bytes, max_bytes: int, max_pixels: int) -> ReadResponse:
         """Every digit of an image file, left to right."""
         image, scale = decode_image(data, max_bytes, max_pixels)
-        try:
-            reading = read_number(self.predictor, image, name="the image")
-        except ImageError as exc:
-            raise bad_input(str(exc)) from None
+        reading = _prepared(lambda: read_number(self.predictor, image, name="the image"))
         found = reading.digits[: self.max_digits]
         digits = []
         for piece in found:

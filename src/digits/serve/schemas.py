@@ -10,7 +10,7 @@ class PredictRequest(BaseModel):
 
     image: str | None = Field(
         None,
-        description="An image file (PNG, JPEG, WebP, GIF, BMP) as base64, plain or as a data URL.",
+        description="An image file (PNG, JPEG, WebP, GIF, BMP, TIFF) as base64, or a data URL.",
         examples=["data:image/png;base64,iVBORw0KGgo..."],
     )
     pixels: list[float] | None = Field(
