@@ -113,16 +113,19 @@ _RECIPES = [
     ),
     Recipe(
         "speed",
-        "the fastest way to >= 99.0 % test accuracy here: the seed cnn with a one-cycle rate "
-        "schedule on large batches, 2 epochs, no validation pass",
+        "the fastest way to >= 99.0 % test accuracy here: a narrow bn-cnn (width 16, 82 k "
+        "parameters), Adam at 0.015 with a one-cycle schedule, batch 256, label smoothing 0.1, "
+        "2 epochs on all 60 000 images, no validation pass",
         "see docs/results.md",
         {
-            "model": "cnn",
+            "model": "bn-cnn",
+            "model_args": {"width": 16, "dropout": 0.1},
             "optimizer": "adam",
-            "lr": 0.004,
-            "batch_size": 128,
+            "lr": 0.015,
+            "batch_size": 256,
             "epochs": 2,
             "schedule": "onecycle",
+            "label_smoothing": 0.1,
             "val_split": 0.0,
         },
     ),
