@@ -94,20 +94,14 @@ def stop(process: subprocess.Popen[str]) -> str:
 @pytest.mark.parametrize("workers", [1, 2])
 def test_digits_serve_starts_answers_and_stops(trained_cnn_run: Path, workers: int) -> None:
     port = free_port()
+    command = [str(DIGITS), "serve", str(trained_cnn_run), "--workers", str(workers)]
+    environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if workers == 1:
+        command += ["--port", str(port)]
+    else:  # an option left out comes from the environment
+        environment["DIGITS_SERVE_PORT"] = str(port)
     process = subprocess.Popen(
-        [
-            str(DIGITS),
-            "serve",
-            str(trained_cnn_run),
-            "--port",
-            str(port),
-            "--workers",
-            str(workers),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=environment
     )
     try:
         base = f"http://127.0.0.1:{port}"
