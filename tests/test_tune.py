@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
@@ -102,6 +103,11 @@ def test_study_resumes_and_best_config_trains(tmp_path: Path, small_npz: Path) -
     assert [row.number for row in first.trials] == [0, 1]
     assert [row.number for row in second.trials] == [0, 1, 2, 3]
     assert len(optuna.load_study(study_name="ann", storage=storage).trials) == 4
+    with second.summary_path.open(newline="") as handle:
+        table = list(csv.DictReader(handle))
+    assert second.summary_path == tmp_path / "best-trials.csv"
+    assert [row["trial"] for row in table] == ["0", "1", "2", "3"]
+    assert {"state", "val_accuracy", "lr", "batch_size"} <= set(table[0])
     assert second.best is not None
     finished = [row.val_accuracy for row in second.trials if row.state == "complete"]
     assert second.best.val_accuracy == max(v for v in finished if v is not None)

@@ -11,9 +11,11 @@ same `--storage` in each of them; every process adds its own `trials` to the sha
 
 from __future__ import annotations
 
+import csv
 import fcntl
 import importlib.util
 import inspect
+import io
 import json
 import math
 import tempfile
@@ -143,6 +145,9 @@ class TuneResult:
     best: TrialRow | None
     best_config: TrainConfig | None
     recipe_path: Path | None
+    """The best config as a recipe file; None while no trial has completed."""
+    summary_path: Path
+    """Every trial of the study so far as CSV (number, state, score, hyperparameters)."""
 
 
 def default_storage(study: str, root: Path = DEFAULT_ROOT) -> str:
@@ -279,6 +284,20 @@ def recipe_from_trial(trial: optuna.trial.FrozenTrial, study: str) -> TrainConfi
     return replace(config, limit=None, recipe=f"tuned-{study}")
 
 
+def write_summary(rows: list[TrialRow], path: Path) -> None:
+    """The trials as CSV, one hyperparameter per column (empty where a trial did not draw it)."""
+    names = sorted({name for row in rows for name in row.params})
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["trial", "state", "val_accuracy", "epochs_run", "seconds", *names])
+    for row in rows:
+        writer.writerow(
+            [row.number, row.state, row.val_accuracy, row.epochs_run, row.seconds]
+            + [row.params.get(name, "") for name in names]
+        )
+    atomic_write_text(path, buffer.getvalue())
+
+
 def write_recipe(config: TrainConfig, path: Path) -> None:
     """A recipe file: the TrainConfig fields as one JSON object (`TrainConfig.from_dict`)."""
     atomic_write_text(path, json.dumps(asdict(config), indent=2) + "\n")
@@ -302,7 +321,8 @@ def tune(
     """Run `trials` more trials of the study (creating or resuming it); write the best recipe.
 
     `data_path` names the data set (None: MNIST) and is recorded in configs; `data` may pass it
-    already loaded. `recipe_out` defaults to runs/tune/<study>.json.
+    already loaded. `recipe_out` defaults to runs/tune/<study>.json; the trials table goes beside
+    it as <name>-trials.csv.
     """
     if model not in REGISTRY:
         raise ValueError(f"unknown model {model!r}; choose one of: {', '.join(REGISTRY)}")
@@ -327,11 +347,13 @@ def tune(
     study.optimize(_objective(base, max_epochs, train_only), n_trials=trials, timeout=timeout)
 
     rows = [_row(trial) for trial in study.get_trials(deepcopy=False)]
+    path = Path(recipe_out) if recipe_out is not None else DEFAULT_ROOT / f"{name}.json"
+    summary = path.with_name(f"{path.stem}-trials.csv")
+    write_summary(rows, summary)
     completed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if not completed:
-        return TuneResult(name, storage, rows, None, None, None)
+        return TuneResult(name, storage, rows, None, None, None, summary)
     best_trial = study.best_trial
     config = recipe_from_trial(best_trial, name)
-    path = Path(recipe_out) if recipe_out is not None else DEFAULT_ROOT / f"{name}.json"
     write_recipe(config, path)
-    return TuneResult(name, storage, rows, _row(best_trial), config, path)
+    return TuneResult(name, storage, rows, _row(best_trial), config, path, summary)

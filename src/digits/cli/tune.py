@@ -90,6 +90,7 @@ def tune_command(
             ", ".join(f"{name} {_value(value)}" for name, value in sorted(row.params.items())),
         )
     console.print(table)
+    console.print(f"trials written to {result.summary_path}")
     if result.best is None or result.recipe_path is None:
         console.print("no trial has completed yet, so there is no best config to write")
         return
