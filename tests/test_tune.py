@@ -108,6 +108,12 @@ def test_study_resumes_and_best_config_trains(tmp_path: Path, small_npz: Path) -
     assert second.summary_path == tmp_path / "best-trials.csv"
     assert [row["trial"] for row in table] == ["0", "1", "2", "3"]
     assert {"state", "val_accuracy", "lr", "batch_size"} <= set(table[0])
+    space = SPACES["dense"]
+    for row in second.trials:  # real draws stay inside the dense family's space
+        assert space.lr[0] <= row.params["lr"] <= space.lr[1]
+        assert row.params["batch_size"] in space.batch_sizes
+        assert row.params["hidden"] in space.model_args["hidden"]
+        assert row.epochs_run == 1
     assert second.best is not None
     finished = [row.val_accuracy for row in second.trials if row.state == "complete"]
     assert second.best.val_accuracy == max(v for v in finished if v is not None)
