@@ -51,7 +51,7 @@ def tune_command(
         int | None, typer.Option(help="Seed of the sampler (reproducible search).")
     ] = None,
 ) -> None:
-    """Search learning rate, batch size, dropout, widths, schedule and epochs; keep the best."""
+    """Search lr, batch size, dropout, widths, schedule, epochs and augmentation on validation."""
     from digits.tune import tune
 
     result = tune(
