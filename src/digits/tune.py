@@ -251,7 +251,15 @@ def _objective(
                 )
 
         with tempfile.TemporaryDirectory(prefix="digits-tune-") as folder:
-            run_dir = fit(config, Path(folder) / "run", data=data, on_epoch=report)
+            # Stopping after the last epoch skips what only a kept run needs (scoring, calibration,
+            # ONNX export): the trial directory is thrown away and its history is all we read.
+            run_dir = fit(
+                config,
+                Path(folder) / "run",
+                data=data,
+                on_epoch=report,
+                stop_after_epoch=config.epochs,
+            )
             history = read_history(run_dir)
         scores = [row["val_accuracy"] for row in history if row["val_accuracy"] is not None]
         return max(scores)
