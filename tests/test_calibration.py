@@ -78,12 +78,15 @@ def test_no_validation_split_keeps_temperature_one(trained_cnn_run: Path) -> Non
     assert calibration == {"temperature": 1.0, "source": NO_VALIDATION}
 
 
-def test_evaluate_reports_ece_before_and_after(trained_cnn_run: Path) -> None:
-    result = runner.invoke(app, ["evaluate", str(trained_cnn_run), "--json"])
+def test_evaluate_reports_ece_before_and_after(trained_cnn_run: Path, small_npz: Path) -> None:
+    result = runner.invoke(
+        app, ["evaluate", str(trained_cnn_run), "--data", str(small_npz), "--json"]
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert {"accuracy", "loss", "confusion_matrix", "run"} <= set(report)  # existing keys stay
+    assert report["count"] == 1000
     assert 0 <= report["ece"] < 0.05 and report["ece_calibrated"] == pytest.approx(report["ece"])
     assert report["temperature"] == 1.0 and "no validation split" in report["temperature_source"]
-    human = runner.invoke(app, ["evaluate", str(trained_cnn_run)])
+    human = runner.invoke(app, ["evaluate", str(trained_cnn_run), "--data", str(small_npz)])
     assert "calibration: ECE" in human.stdout

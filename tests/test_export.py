@@ -30,12 +30,12 @@ def _torch_probabilities(model: torch.nn.Module, images: np.ndarray, temperature
 def test_training_writes_a_matching_onnx_model(trained_cnn_run: Path, mnist: DigitData) -> None:
     assert (trained_cnn_run / "model.onnx").exists()
     predictor = Predictor.from_path(trained_cnn_run)
-    expected = _torch_probabilities(load_model(trained_cnn_run), mnist.x_test)
+    images = mnist.x_test[:2000]
+    expected = _torch_probabilities(load_model(trained_cnn_run), images)
     for batch in (1, 7, 1000):  # the batch axis is dynamic
-        images = mnist.x_test[:batch]
-        got = predictor.predict_arrays(images)
+        got = predictor.predict_arrays(images[:batch])
         assert np.abs(got - expected[:batch]).max() <= 1e-4
-    got = predictor.predict_arrays(mnist.x_test)
+    got = predictor.predict_arrays(images)
     assert np.abs(got - expected).max() <= 1e-4
     assert np.array_equal(got.argmax(1), expected.argmax(1))
 

@@ -64,6 +64,12 @@ import digits.cli
 predictor = digits.Predictor.from_path({str(trained_cnn_run)!r})
 assert predictor.predict_images([{str(image)!r}])[0].digit == 4
 read_number(predictor, {str(image)!r})
+for command in ("predict", "read"):  # the commands exactly as a user runs them
+    sys.argv = ["digits", command, {str(trained_cnn_run)!r}, {str(image)!r}, "--json"]
+    try:
+        digits.cli.main()
+    except SystemExit as exit:
+        assert not exit.code, exit.code
 heavy = [name for name in ("torch", "sklearn", "matplotlib", "captum") if name in sys.modules]
 assert not heavy, heavy
 """

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 OVERLAP = 0.5  # pieces overlapping by this share of the narrower one's width are one digit
 WIDE = 1.2  # a group wider than this × the line's height may be touching digits
 VALLEY = 0.7  # ...cut where the column ink falls below this share of the typical column
+SURE_WIDE = 1.6  # a group wider than this × the line's height is cut even without a valley
 FRAGMENT = 0.45  # groups shorter than this × the line's height are pieces of a digit
 REACH = 0.5  # ...and join a digit closer than this × the line's height
 DIGIT_ASPECT = 0.8  # typical width / height of one handwritten digit, to count touching ones
@@ -120,8 +121,9 @@ def _group_strength(ink: Ink, group: list[Component]) -> tuple[np.ndarray, int, 
 
 
 def _cuts(strength: np.ndarray, line_height: int) -> list[int]:
-    """Columns splitting a too-wide group into touching digits: only where the ink profile has
-    a clear valley (a join between digits), never through a wide digit's body."""
+    """Columns splitting a too-wide group into touching digits, near where equal-width digits
+    would meet: at a clear valley of the ink profile (a join), or at the weakest column when
+    the group is too wide to be one digit at all."""
     width = strength.shape[1]
     if width <= WIDE * line_height:
         return []
@@ -134,7 +136,8 @@ def _cuts(strength: np.ndarray, line_height: int) -> list[int]:
         reach = width / (4 * count)
         low, high = int(centre - reach), int(np.ceil(centre + reach))
         column = low + int(np.argmin(profile[low:high]))
-        if profile[column] < VALLEY * typical:
+        # Beyond SURE_WIDE no single digit is that wide: cut at the weakest column regardless.
+        if width > SURE_WIDE * line_height or profile[column] < VALLEY * typical:
             cuts.append(column)
     return cuts
 
