@@ -62,6 +62,27 @@ def test_dense_and_conv_families_search_different_widths() -> None:
     assert set(conv.model_args) == {"width", "hidden"}
 
 
+@pytest.mark.parametrize(("strength", "expected"), [(0.0, None), (1.0, tuning.AUGMENT_REFERENCE)])
+def test_augmentation_strength_scales_the_reference(strength: float, expected: object) -> None:
+    choices = {**_fixed_choices("cnn"), "augment": strength}
+
+    config = suggest_config(optuna.trial.FixedTrial(choices), TrainConfig("cnn"), 3)
+
+    assert config.augment == expected
+
+
+def test_without_augmentation_the_strength_is_not_searched(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(tuning, "augmentation_available", lambda: False)
+    choices = {k: v for k, v in _fixed_choices("cnn").items() if k != "augment"}
+
+    # FixedTrial fails on any parameter it was not given, so this proves none is asked for.
+    config = suggest_config(optuna.trial.FixedTrial(choices), TrainConfig("cnn"), 3)
+
+    assert getattr(config, "augment", None) is None
+
+
 def test_a_callback_exception_stops_training_and_propagates(
     tmp_path: Path, small_npz: Path
 ) -> None:
