@@ -60,9 +60,17 @@ def test_serve_command_without_a_model_exits_with_the_advice(tmp_path: Path) -> 
     assert HOW_TO_TRAIN in result.output.replace("\n", "")
 
 
-def test_serve_command_with_a_bad_model_path(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_serve_command_with_a_bad_model(tmp_path: Path, workers: str) -> None:
     from digits.cli import app
 
-    result = CliRunner().invoke(app, ["serve", str(tmp_path / "missing.onnx")])
+    missing = CliRunner().invoke(
+        app, ["serve", str(tmp_path / "missing.onnx"), "--workers", workers]
+    )
+    assert missing.exit_code == 1
+    assert "missing.onnx: no such model" in missing.output
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not a model")
+    result = CliRunner().invoke(app, ["serve", str(broken), "--workers", workers])
     assert result.exit_code == 1
-    assert "missing.onnx" in result.output
+    assert "broken.onnx: not a loadable ONNX model" in result.output.replace("\n", "")

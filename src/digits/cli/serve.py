@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -33,10 +36,8 @@ def serve_command(
     """Serve the drawing page at / and the HTTP API at /api (reference at /docs).
 
     Options left out come from DIGITS_SERVE_* environment variables, then the defaults."""
-    import uvicorn
-
-    from digits.serve import Settings, create_app
     from digits.serve.discovery import find_best_run
+    from digits.serve.settings import Settings
 
     given: dict[str, Any] = {
         "model": model,
@@ -48,32 +49,69 @@ def serve_command(
     settings = Settings(**{key: value for key, value in given.items() if value is not None})
     model_path = settings.model or find_best_run(settings.runs_dir)
     settings = settings.model_copy(update={"model": model_path})
-    # Built here even with several workers: a model that cannot be loaded stops us before uvicorn
-    # starts, with one clear line, instead of once in every worker.
-    web_app = create_app(settings)
-    info = web_app.state.recognizer.info
-    accuracy = "" if info.accuracy is None else f", {info.accuracy:.2%} test accuracy"
-    console.print(
-        f"serving {model_path} ({info.name}{accuracy}) on http://{settings.host}:{settings.port}/",
-        soft_wrap=True,
-        markup=False,
-        highlight=False,
-    )
+    url = f"http://{settings.host}:{settings.port}/"
     if settings.workers == 1:
+        import uvicorn
+
+        from digits.serve.app import create_app
+
+        web_app = create_app(settings)
+        _announce(
+            model_path,
+            web_app.state.recognizer.info.name,
+            web_app.state.recognizer.info.accuracy,
+            url,
+        )
         uvicorn.run(web_app, host=settings.host, port=settings.port, log_level="info")
         return
-    # Worker processes rebuild the app from the environment (pydantic-settings reads it).
+    # Several workers, each loading its own model. The supervising process needs none of it, so
+    # the model is checked in a throwaway process (a bad one still stops us here, once, with one
+    # clear line) and this process then becomes plain uvicorn: neither the supervisor nor the
+    # workers it spawns carry the command line's imports.
+    name, accuracy = _check_model(model_path)
+    _announce(model_path, name, accuracy, url)
     os.environ.update(
         {
             "DIGITS_SERVE_MODEL": str(model_path.resolve()),
             "DIGITS_SERVE_RUNS_DIR": str(settings.runs_dir),
         }
     )
-    uvicorn.run(
-        "digits.serve.app:app_from_environment",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        log_level="info",
+    sys.stdout.flush()
+    sys.stderr.flush()
+    factory = "digits.serve.app:app_from_environment"
+    listen = ["--host", settings.host, "--port", str(settings.port)]
+    workers_option = ["--workers", str(settings.workers), "--log-level", "info"]
+    os.execv(
+        sys.executable,
+        [sys.executable, "-m", "uvicorn", factory, "--factory", *listen, *workers_option],
+    )
+
+
+CHECK_MODEL = """
+import json, sys
+from digits.predictor import Predictor
+try:
+    info = Predictor.from_path(sys.argv[1]).info
+except Exception as exc:
+    sys.exit(str(exc))
+print(json.dumps({"name": info.model, "accuracy": info.test_accuracy}))
+"""
+
+
+def _check_model(path: Path) -> tuple[str, float | None]:
+    """Load MODEL in a separate Python process; its name and accuracy, or a ValueError."""
+    result = subprocess.run(
+        [sys.executable, "-c", CHECK_MODEL, str(path)], capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        lines = result.stderr.strip().splitlines()
+        raise ValueError(lines[-1] if lines else f"{path}: the model could not be loaded")
+    info = json.loads(result.stdout)
+    return info["name"], info["accuracy"]
+
+
+def _announce(path: Path, name: str, accuracy: float | None, url: str) -> None:
+    score = "" if accuracy is None else f", {accuracy:.2%} test accuracy"
+    console.print(
+        f"serving {path} ({name}{score}) on {url}", soft_wrap=True, markup=False, highlight=False
     )
