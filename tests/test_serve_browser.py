@@ -323,6 +323,21 @@ def test_upload_photos_blank_and_several_digits(
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "serve-read.png"), full_page=True)
 
+    # Dropping a photo on the drawing area reads it the same way.
+    dropped = photo_file(tmp_path, mnist.x_test[4], "dropped.png").read_bytes()
+
+    def drop() -> None:
+        transfer = page.evaluate_handle(
+            """bytes => { const t = new DataTransfer();
+                t.items.add(new File([new Uint8Array(bytes)], 'dropped.png', {type: 'image/png'}));
+                return t; }""",
+            list(dropped),
+        )
+        page.get_by_test_id("dropzone").dispatch_event("drop", {"dataTransfer": transfer})
+
+    answered(page, drop)
+    assert_shows(page, int(mnist.y_test[4]))
+
     not_image = tmp_path / "notes.png"
     not_image.write_bytes(b"this is not an image")
     answered(page, lambda: page.get_by_test_id("upload").set_input_files(str(not_image)))
