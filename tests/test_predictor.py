@@ -19,7 +19,7 @@ from digits.cli import app
 from digits.data import DigitData
 from digits.predictor import ModelError, Predictor, find_images
 from digits.preprocess import PREPROCESSING_VERSION
-from tests.handwriting import LOOKS, mnist_photo, pen_photo
+from tests.handwriting import LOOKS, Look, mnist_photo, pen_photo
 
 runner = CliRunner()
 
@@ -235,3 +235,19 @@ def test_find_images_walks_directories(tmp_path: Path) -> None:
         (tmp_path / name).write_bytes(b"")
     found = find_images([tmp_path / "a", tmp_path / "given.dat"])
     assert [p.name for p in found] == ["w.tiff", "y.jpeg", "x.PNG", "given.dat"]
+
+
+@pytest.mark.parametrize(
+    "colours",
+    [((245, 245, 240), (20, 20, 30)), ((15, 15, 20), (240, 240, 235))],
+    ids=["pen-on-paper", "chalk-on-board"],
+)
+def test_hairlines_on_large_unevenly_lit_photos(predictor: Predictor, colours) -> None:
+    # A fine pen on a phone-sized photo: the ink covers a fraction of a percent of the frame
+    # and the lighting gradient spans more grey levels than the paper's own noise.
+    paper, ink = colours
+    look = Look(size=(2000, 1500), digit_height=0.3, gradient=0.3, noise=4.0, paper=paper, ink=ink)
+    digits = [0, 1, 4, 6, 9]
+    results = predictor.predict_images([pen_photo(d, look, stroke=0.01, seed=d) for d in digits])
+    assert all(r.pixels is not None for r in results), [r.reason for r in results]
+    assert sum(r.digit == d for r, d in zip(results, digits, strict=True)) >= 4
