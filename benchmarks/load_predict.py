@@ -9,7 +9,7 @@ page sends after a stroke, a 160×160 PNG of a handwritten digit as a multipart 
 and prepared like any photo), or the same digit as 784 MNIST pixels in JSON (straight to the
 model). The server's resident memory (its whole process tree) is sampled every second.
 Everything stops by itself: wrk ends after --duration, and every wait has a timeout. Prints a
-summary and writes benchmarks/results/load_predict-PAYLOAD.json.
+summary and writes benchmarks/results/load_predict-PAYLOAD-wWORKERS.json.
 """
 
 from __future__ import annotations
@@ -239,7 +239,7 @@ def main() -> None:
         "rss": (result["rss_mb_max"] or 0) <= TARGETS["rss_mb"],
     }
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"load_predict-{args.payload}.json").write_text(
+    (RESULTS / f"load_predict-{args.payload}-w{args.workers}.json").write_text(
         json.dumps({**result, "rss_series": sampler.samples}, indent=2) + "\n"
     )
     print(json.dumps(result, indent=2))
