@@ -92,7 +92,7 @@ def resolve_model_path(model: str | Path) -> Path:
         onnx_path = path / ONNX_FILE
         if onnx_path.exists():
             return onnx_path
-        if (path / "model.safetensors").exists():
+        if (path / "model.safetensors").exists() or (path / "ensemble.json").exists():
             raise ModelError(
                 f"{path}: the run has no {ONNX_FILE}; create it with `digits export {path}`"
             )
