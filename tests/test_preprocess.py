@@ -124,6 +124,15 @@ def test_printed_mnist_digit_matches_the_original(mnist: DigitData) -> None:
     assert left < 0.6 * photo.width < right and top < 0.45 * photo.height < bottom
 
 
+def test_box_is_in_the_original_pixels_even_for_reduced_jpeg_decoding() -> None:
+    photo = pen_photo(2, Look(size=(1600, 1200), digit_height=0.3, centre=(0.25, 0.7)))
+    for data in (encode(photo, "JPEG", quality=90), encode(photo, "PNG")):
+        left, top, right, bottom = preprocess(data).box or (0, 0, 0, 0)
+        assert abs((left + right) / 2 - 0.25 * 1600) < 40
+        assert abs((top + bottom) / 2 - 0.7 * 1200) < 40
+        assert abs((bottom - top) - 0.3 * 1200) < 40
+
+
 def test_arrays_of_every_kind() -> None:
     glyph = np.pad(pen_glyph(1, 0.1), 20)
     grey_float = preprocess(1.0 - glyph)

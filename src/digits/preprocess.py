@@ -117,7 +117,8 @@ def _check_size(width: int, height: int, name: str) -> None:
         )
 
 
-def _open(source: str | Path | bytes, name: str) -> Image.Image:
+def _open(source: str | Path | bytes, name: str) -> tuple[Image.Image, int]:
+    """Decode the first frame; and the longer side as stored (JPEG drafts decode smaller)."""
     if isinstance(source, str | Path):
         path = Path(source)
         if not path.exists():
@@ -140,6 +141,7 @@ def _open(source: str | Path | bytes, name: str) -> Image.Image:
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"{name}: not a readable image ({exc})") from None
     _check_size(image.width, image.height, name)
+    longer_side = max(image.size)
     try:
         if image.format == "JPEG":
             # Decode JPEGs straight at a reduced scale: much faster, and we shrink anyway.
@@ -148,7 +150,7 @@ def _open(source: str | Path | bytes, name: str) -> Image.Image:
         image.load()
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageError(f"{name}: truncated or corrupt image ({exc})") from None
-    return image
+    return image, longer_side
 
 
 def _grey(image: Image.Image) -> np.ndarray:
@@ -198,12 +200,12 @@ def load_grey(source: Source, name: str | None = None) -> tuple[np.ndarray, floa
     else:
         if isinstance(source, Image.Image):
             _check_size(source.width, source.height, name)
-            image = source
+            image, original = source, max(source.size)
         elif isinstance(source, str | Path | bytes):
-            image = _open(source, name)
+            image, original = _open(source, name)
         else:
             raise ImageError(f"{name}: unsupported input type {type(source).__name__}")
-        original = max(image.size)  # EXIF rotation swaps the sides, not the longer one
+        # EXIF rotation swaps the sides, not the longer one, so the scale holds either way.
         grey = _grey(image)
     return grey, original / max(grey.shape)
 
