@@ -236,8 +236,12 @@ class Predictor:
                 fill_prediction(predictions[index], row, min_confidence)
         return predictions
 
-    def predict_image(self, image: Source, *, min_confidence: float = 0.0) -> Prediction:
-        return self.predict_images([image], min_confidence=min_confidence)[0]
+    def predict_image(
+        self, image: Source, *, name: str | None = None, min_confidence: float = 0.0
+    ) -> Prediction:
+        """One image; `name` labels it in the result and in error messages (e.g. a filename)."""
+        names = None if name is None else [name]
+        return self.predict_images([image], names=names, min_confidence=min_confidence)[0]
 
     def describe(self) -> dict[str, Any]:
         document = self.info.to_dict()
