@@ -61,6 +61,6 @@ def find_best_run(runs_dir: Path) -> Path:
         )
     raise NoModelError(
         f"no trained model found under {runs_dir}/; train one with `{HOW_TO_TRAIN}` "
-        "(about a minute on two cores; needs the train extra: pip install -e '.[train]'), "
+        "(under a minute on two cores; needs the train extra: pip install -e '.[train]'), "
         "or pass MODEL (a run directory or an .onnx file)"
     )
