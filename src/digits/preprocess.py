@@ -35,8 +35,9 @@ PREPROCESSING_VERSION = "1"
 MAX_PIXELS = 64_000_000
 """Largest image accepted (width × height); bigger ones are refused as decompression bombs."""
 
-WORK_SIDE = 256
-"""Ink is located on the image shrunk to at most this many pixels on its longer side."""
+WORK_SIDE = 320
+"""Ink is located on the image shrunk by a whole factor to at most this many pixels on its longer
+side (so between half this and this)."""
 
 MIN_SIDE = 8
 """Images smaller than this on either side cannot hold a recognisable digit."""
@@ -169,9 +170,8 @@ def _grey(image: Image.Image) -> np.ndarray:
     else:
         image = image.convert("L")
     if max(image.size) > WORK_SIDE:
-        ratio = WORK_SIDE / max(image.size)
-        size = (max(1, round(image.width * ratio)), max(1, round(image.height * ratio)))
-        image = image.resize(size, Image.Resampling.BOX)
+        # Whole-number box averaging: several times faster than a resize, and as anti-aliased.
+        image = image.reduce(-(-max(image.size) // WORK_SIDE))
     return np.asarray(image, dtype=np.float32)
 
 
@@ -227,7 +227,7 @@ def _background(grey: np.ndarray) -> np.ndarray:
     mistaken for a bump of background.
     """
     height, width = grey.shape
-    coarse_side = 48
+    coarse_side = 32
     if max(height, width) > coarse_side:
         ratio = coarse_side / max(height, width)
         size = (max(2, round(width * ratio)), max(2, round(height * ratio)))
@@ -244,7 +244,7 @@ def _background(grey: np.ndarray) -> np.ndarray:
     low, high = np.percentile(values, [25, 75])
     keep = (values >= low) & (values <= high)
     coefficients = np.array([float(np.median(values[keep])), 0, 0, 0, 0, 0])
-    for _ in range(3):
+    for _ in range(2):
         if keep.sum() < 24:
             break
         chosen = features[keep]
@@ -265,11 +265,24 @@ def _background(grey: np.ndarray) -> np.ndarray:
 
 
 def _smooth(values: np.ndarray) -> np.ndarray:
-    """A small Gaussian blur: evens out sensor and JPEG noise before thresholding, while strokes
-    at working size are several pixels wide and survive it. Done by Pillow on 8-bit grey (whole
-    grey levels are plenty for locating ink), which is several times faster than NumPy."""
-    grey = Image.fromarray(values.astype(np.uint8), mode="L")  # values are already 0..255
-    return np.asarray(grey.filter(ImageFilter.GaussianBlur(1)), dtype=np.float32)
+    """A 3×3 binomial blur (edges kept): evens out sensor and JPEG noise before thresholding,
+    while strokes at working size are several pixels wide and survive it."""
+    rows = values.copy()
+    rows[1:-1] = (values[:-2] + values[2:]) * 0.25 + values[1:-1] * 0.5
+    out = rows.copy()
+    out[:, 1:-1] = (rows[:, :-2] + rows[:, 2:]) * 0.25 + rows[:, 1:-1] * 0.5
+    return out
+
+
+def dilate(mask: np.ndarray) -> np.ndarray:
+    """A mask grown by one pixel in all eight directions (a 3×3 maximum, separably)."""
+    rows = mask.copy()
+    rows[1:] |= mask[:-1]
+    rows[:-1] |= mask[1:]
+    out = rows.copy()
+    out[:, 1:] |= rows[:, :-1]
+    out[:, :-1] |= rows[:, 1:]
+    return out
 
 
 def locate_ink(grey: np.ndarray, scale: float = 1.0) -> Ink | str:
@@ -319,8 +332,7 @@ def ink_crop(ink: Ink, components: list[Component]) -> tuple[np.ndarray, tuple[i
     right = max(c.right for c in components)
     wanted = np.isin(ink.labels[top:bottom, left:right], [c.label for c in components])
     # The mask sits half-way up the stroke edges; a one-pixel dilation keeps their anti-aliasing.
-    grown = Image.fromarray(wanted.astype(np.uint8) * 255).filter(ImageFilter.MaxFilter(3))
-    crop = ink.strength[top:bottom, left:right] * (np.asarray(grown) > 0)
+    crop = ink.strength[top:bottom, left:right] * dilate(wanted)
     return crop.astype(np.float32), (left, top, right, bottom)
 
 

@@ -14,10 +14,17 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from PIL import Image, ImageFilter
 
 from digits.components import Component
-from digits.preprocess import Ink, Source, describe_source, load_grey, locate_ink, normalise_digit
+from digits.preprocess import (
+    Ink,
+    Source,
+    describe_source,
+    dilate,
+    load_grey,
+    locate_ink,
+    normalise_digit,
+)
 
 if TYPE_CHECKING:
     from digits.predictor import Predictor
@@ -116,8 +123,7 @@ def _group_strength(ink: Ink, group: list[Component]) -> tuple[np.ndarray, int, 
     top, left = min(c.top for c in group), min(c.left for c in group)
     bottom, right = max(c.bottom for c in group), max(c.right for c in group)
     wanted = np.isin(ink.labels[top:bottom, left:right], [c.label for c in group])
-    grown = Image.fromarray(wanted.astype(np.uint8) * 255).filter(ImageFilter.MaxFilter(3))
-    return ink.strength[top:bottom, left:right] * (np.asarray(grown) > 0), top, left
+    return ink.strength[top:bottom, left:right] * dilate(wanted), top, left
 
 
 def _cuts(strength: np.ndarray, line_height: int) -> list[int]:
