@@ -125,3 +125,14 @@ def test_ensemble_command_with_a_missing_run_is_one_clear_line(tmp_path: Path) -
     result = CliRunner().invoke(app, ["ensemble", str(tmp_path / "nope"), "--out", str(tmp_path)])
     assert result.exit_code == 1
     assert "nope" in result.output
+
+
+def test_train_command_with_ensemble(small_npz: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ens"
+    args = ["train", "--recipe", "ann", "--ensemble", "2", "--epochs", "1", "--limit", "600"]
+    args += ["--data", str(small_npz), "--out", str(out), "--quiet"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert read_metrics(out)["members"] == 2
+    assert (out / "seed0" / "metrics.json").exists()
+    assert (out / "seed1" / "metrics.json").exists()

@@ -121,7 +121,10 @@ def train_command(
         run_dir = out or Path("runs") / f"{name}-seed{config.seed}"
         fit(config, run_dir, resume=resume, progress=not quiet)
     metrics = read_metrics(run_dir)
-    summary = f"run saved to {run_dir}: best epoch {metrics['best_epoch']}"
+    if ensemble is not None:
+        summary = f"ensemble of {metrics['members']} runs saved to {run_dir}"
+    else:
+        summary = f"run saved to {run_dir}: best epoch {metrics['best_epoch']}"
     if metrics["test"]:
         summary += f", test accuracy {100 * metrics['test']['accuracy']:.2f} %"
     elif metrics["val_accuracy"] is not None:
