@@ -37,10 +37,13 @@ def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     height, width = mask.shape
     padded = np.zeros((height, width + 2), dtype=np.int8)
     padded[:, 1:-1] = mask
-    steps = np.diff(padded, axis=1)
-    rows, starts = np.nonzero(steps == 1)
-    _, ends = np.nonzero(steps == -1)
-    return rows, starts, ends
+    steps = np.diff(padded, axis=1).ravel()
+    # One scan for both edges: +1 opens a run, -1 closes it; row-major order pairs them up.
+    edges = np.flatnonzero(steps)
+    opening = steps[edges] == 1
+    starts, ends = edges[opening], edges[~opening]
+    stride = width + 1
+    return starts // stride, starts % stride, ends % stride
 
 
 def _roots(count: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
