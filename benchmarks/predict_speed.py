@@ -124,20 +124,29 @@ def sample_inputs(mnist_image: np.ndarray) -> dict[str, bytes]:
 
 
 def single_image_latency(run: Path, inputs: dict[str, bytes]) -> dict[str, dict[str, float]]:
+    """Wall time per image (the default two-thread session), and processor time per image with a
+    one-thread session: what the image itself costs, however busy the machine is."""
     from digits.predictor import Predictor
 
     predictor = Predictor.from_path(run)
+    single_thread = Predictor.from_path(run, threads=1)
     results = {}
     for name, data in inputs.items():
         predictor.predict_images([data])  # warm up
+        single_thread.predict_images([data])
+        repeats = 10 if len(data) > 500_000 else 100
         times = []
-        for _ in range(10 if len(data) > 500_000 else 100):
+        for _ in range(repeats):
             started = time.perf_counter()
             predictor.predict_images([data])
             times.append(time.perf_counter() - started)
+        cpu_started = time.process_time()
+        for _ in range(repeats):
+            single_thread.predict_images([data])
         results[name] = {
             "median_ms": 1000 * statistics.median(times),
             "best_ms": 1000 * min(times),
+            "cpu_ms": 1000 * (time.process_time() - cpu_started) / repeats,
             "bytes": len(data),
         }
     return results
@@ -202,12 +211,15 @@ def markdown(result: dict) -> str:
         "One image end to end (decode + preprocess + predict), `Predictor.predict_images`, "
         "target ≤ 2 ms:",
         "",
-        "| input | median ms | best ms | target |",
-        "|---|---:|---:|---|",
+        "| input | median ms | best ms | CPU ms, one thread | target (on the median) |",
+        "|---|---:|---:|---:|---|",
     ]
     for name, row in result["single"].items():
         verdict = "met" if row["median_ms"] <= 2 else "missed"
-        lines.append(f"| {name} | {row['median_ms']:.2f} | {row['best_ms']:.2f} | {verdict} |")
+        lines.append(
+            f"| {name} | {row['median_ms']:.2f} | {row['best_ms']:.2f} | {row['cpu_ms']:.2f} "
+            f"| {verdict} |"
+        )
     cold = result["cold_start"]
     heavy = ", ".join(cold["heavy_modules"]) or "none"
     lines += [
