@@ -22,8 +22,9 @@ from digits.train import TrainConfig
 
 # Ghouzam's Kaggle kernel (seed 004): rotation 10°, zoom 10 %, shifts of 10 %, no flips.
 KAGGLE_AUGMENT = {"rotation": 10.0, "zoom": 0.1, "shift": 0.1}
-# Ours: the same affine range plus a little shear and a smooth elastic warp of about a pixel.
-BEST_AUGMENT = {"rotation": 10.0, "zoom": 0.1, "shift": 0.1, "shear": 5.0, "elastic": 1.0}
+# Ours: Deotte's affine range. Adding shear 5° and an elastic warp of 1 pixel held training
+# accuracy under 98 % in 12 epochs and gave 99.05-99.20 % validation accuracy: too strong here.
+BEST_AUGMENT = {"rotation": 10.0, "zoom": 0.1, "shift": 0.1}
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,8 @@ _RECIPES = [
     Recipe(
         "best",
         "our strongest single model: bn-cnn (BatchNorm, strided convs, dropout) with AdamW and a "
-        "one-cycle schedule, label smoothing 0.1, EMA of weights, affine + elastic augmentation",
+        "one-cycle schedule, label smoothing 0.1, EMA of weights, affine augmentation "
+        "(rotation 10°, zoom 0.1, shift 0.1)",
         "see docs/results.md",
         {
             "model": "bn-cnn",
