@@ -251,3 +251,21 @@ def test_hairlines_on_large_unevenly_lit_photos(predictor: Predictor, colours) -
     results = predictor.predict_images([pen_photo(d, look, stroke=0.01, seed=d) for d in digits])
     assert all(r.pixels is not None for r in results), [r.reason for r in results]
     assert sum(r.digit == d for r, d in zip(results, digits, strict=True)) >= 4
+
+
+def test_table_showing_around_the_paper(predictor: Predictor) -> None:
+    # A photo that did not crop the paper: a dark table along the left and bottom edges.
+    digits = [0, 2, 5, 8]
+    photos = []
+    for d in digits:
+        look = Look(size=(400, 300), digit_height=0.5, centre=(0.6, 0.5), gradient=0.2, noise=4)
+        pixels = np.asarray(pen_photo(d, look, seed=d)).copy()
+        pixels[:, :60] = (60, 50, 45)
+        pixels[260:, :] = (60, 50, 45)
+        photos.append(Image.fromarray(pixels))
+    results = predictor.predict_images(photos)
+    assert [r.digit for r in results] == digits
+    for result in results:  # the box is the digit's (0.6 × 400 across, 75–225 down), not the table
+        left, top, right, bottom = result.box or (0, 0, 0, 0)
+        assert left > 60 and bottom < 260 and abs((top + bottom) / 2 - 150) < 15
+        assert abs((left + right) / 2 - 240) < 20

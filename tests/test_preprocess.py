@@ -255,3 +255,11 @@ def test_sixteen_bit_tiff_and_exif_rotation() -> None:
 def test_unsupported_source_type() -> None:
     with pytest.raises(ImageError, match="unsupported input type"):
         preprocess(12345)  # type: ignore[arg-type]
+
+
+def test_blank_paper_with_the_table_showing_is_no_digit() -> None:
+    pixels = np.full((300, 400), 235, dtype=np.uint8)
+    pixels[:, :70] = 50  # the table beside the sheet
+    result = preprocess(pixels)
+    assert result.pixels is None and result.reason is not None
+    assert "edge of the paper" in result.reason

@@ -9,7 +9,8 @@ through the same steps or the model guesses. `preprocess` does, for any image Pi
 2. subtract a smooth background (a quadratic surface fitted robustly, which absorbs uneven
    lighting); decide the polarity from what departs from that background, so that the ink ends
    up bright on dark;
-3. threshold half-way to the ink level to locate the ink, drop specks of noise;
+3. threshold half-way to the ink level to locate the ink, drop specks of noise and what lies
+   along the frame's edge (the table or a shadow around the paper);
    no ink → a result with `pixels=None` and the reason, never a guessed digit;
 4. crop to the ink, bring the stroke width to what MNIST strokes measure, resize the longer
    side to 20 px with anti-aliasing;
@@ -51,6 +52,7 @@ MIN_CONTRAST = 24.0  # grey levels between ink and background below which nothin
 SPECK_FRACTION = 0.08  # components smaller than this share of the largest are noise
 SPECK_SIZE = 0.03  # ...and so are those whose longer side is under this share of the image's
 MAX_INK_FRACTION = 0.6  # more "ink" than this is a photo or a fill, not a written digit
+BACKDROP_CONTACT = 0.15  # ink along more than this share of the frame's edge is not a digit
 
 
 class ImageError(ValueError):
@@ -222,9 +224,9 @@ def _background(grey: np.ndarray) -> np.ndarray:
 
     Uneven lighting (a lamp to one side, a vignette, a shadow gradient) is smooth across the
     frame, so a quadratic captures it while ink, thin and sharp, stays far from the fit. The fit
-    starts from the middle half of the grey levels, which leaves out ink of either polarity as
-    long as it covers less than a quarter of the frame, so that a digit in the middle is never
-    mistaken for a bump of background.
+    starts from the grey levels near the median (the paper, which is most of the frame), leaving
+    out ink of either polarity and a table at the edge, so that neither a digit in the middle nor
+    a dark border bends the surface.
     """
     height, width = grey.shape
     coarse_side = 32
@@ -241,9 +243,10 @@ def _background(grey: np.ndarray) -> np.ndarray:
     x = np.tile((np.arange(cols) + 0.5) / cols - 0.5, rows)
     features = np.stack([np.ones_like(x), x, y, x * x, x * y, y * y], axis=1)
     values = coarse.ravel()
-    low, high = np.percentile(values, [25, 75])
-    keep = (values >= low) & (values <= high)
-    coefficients = np.array([float(np.median(values[keep])), 0, 0, 0, 0, 0])
+    middle = float(np.median(values))
+    deviation = np.abs(values - middle)
+    keep = deviation < 2.5 * (1.4826 * float(np.median(deviation)) + 1.0)
+    coefficients = np.array([middle, 0, 0, 0, 0, 0])
     for _ in range(2):
         if keep.sum() < 24:
             break
@@ -314,6 +317,14 @@ def locate_ink(grey: np.ndarray, scale: float = 1.0) -> Ink | str:
     if mask.mean() > MAX_INK_FRACTION:
         return "no digit: ink would cover most of the image (a photo or a fill, not a digit)"
     labels, components = label_components(mask)
+    # The table or a shadow around the paper in a photo: ink-coloured, but lying along a long
+    # stretch of the frame's edge, which strokes of a digit never do (even touching it).
+    edge = np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
+    contact = np.bincount(edge, minlength=len(components) + 1)
+    backdrop = contact >= BACKDROP_CONTACT * edge.size
+    components = [c for c in components if not backdrop[c.label]]
+    if not components:
+        return "no digit: only the edge of the paper or a shadow along the border"
     # Specks: pieces too short to be a stroke at this image size, or tiny beside the largest.
     shortest = max(3.0, SPECK_SIZE * max(height, width))
     strokes = [c for c in components if max(c.height, c.width) >= shortest]
