@@ -190,7 +190,7 @@ def _make_schedule(
 
 
 def predict_logits(
-    model: nn.Module, images: torch.Tensor, batch_size: int = 2000, bf16: bool = False
+    model: nn.Module, images: torch.Tensor, batch_size: int = 500, bf16: bool = False
 ) -> torch.Tensor:
     """Logits for a float image tensor, in batches, without gradients."""
     model.eval()
