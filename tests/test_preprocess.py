@@ -124,6 +124,17 @@ def test_printed_mnist_digit_matches_the_original(mnist: DigitData) -> None:
     assert left < 0.6 * photo.width < right and top < 0.45 * photo.height < bottom
 
 
+@pytest.mark.parametrize("index", [0, 2, 5])  # a 7, a thin 1 and another 1
+def test_sheet_of_white_paper_on_a_grey_table(mnist: DigitData, index: int) -> None:
+    # The white sheet covers less of the frame than the table: the sheet is brighter than the
+    # background the fit settles on, yet it is the dark strokes on it that are the ink.
+    sheet = np.kron(255 - mnist.x_test[index], np.ones((8, 8), dtype=np.uint8))
+    photo = Image.fromarray(np.pad(sheet, 60, constant_values=235)).convert("RGB")
+    result = preprocess(encode(photo, "JPEG", quality=90))
+    assert result.pixels is not None, result.reason
+    assert _similarity(result.pixels, mnist.x_test[index]) > 0.8
+
+
 def test_box_is_in_the_original_pixels_even_for_reduced_jpeg_decoding() -> None:
     photo = pen_photo(2, Look(size=(1600, 1200), digit_height=0.3, centre=(0.25, 0.7)))
     for data in (encode(photo, "JPEG", quality=90), encode(photo, "PNG")):

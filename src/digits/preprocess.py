@@ -301,11 +301,15 @@ def locate_ink(grey: np.ndarray, scale: float = 1.0) -> Ink | str:
     sample = _sample(residual)
     noise = 1.4826 * float(np.median(np.abs(sample - np.median(sample))))
     floor = max(4.0 * noise, MIN_CONTRAST / 2)
-    # Polarity: ink is the minority that stands out from the background, so whichever side has
-    # more pixels far from it is ink. Counting after the background is removed keeps a lighting
-    # gradient from passing for ink, and counting every pixel keeps hairlines from being missed.
-    darker = int(np.count_nonzero(residual < -floor))
-    if darker > np.count_nonzero(residual > floor):
+    # Polarity: ink is what stands out from the background, so whichever side holds more contrast
+    # is ink: pixels at least MIN_CONTRAST away, weighted by the square of how far. The weighting
+    # keeps a large but faint patch, such as white paper on a grey table, from outvoting the dark
+    # strokes written on it; removing the background first keeps a lighting gradient from passing
+    # for ink, and counting every pixel keeps hairlines from being missed.
+    strong = max(floor, MIN_CONTRAST)
+    darker = residual[residual < -strong]
+    lighter = residual[residual > strong]
+    if float(np.dot(darker, darker)) > float(np.dot(lighter, lighter)):
         residual = -residual  # dark ink on light paper: make the ink bright, as in MNIST
     candidates = residual[residual > floor]
     if candidates.size == 0:
