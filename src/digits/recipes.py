@@ -61,38 +61,38 @@ _RECIPES = [
         "ann",
         "seed 000/001: Dense 128 + Dropout 0.2; Adam, batch 32, 10 epochs (epochs not given by "
         "the seed), all 60 000 training images, last epoch kept",
-        "see docs/results.md; seed claims 97.77 %",
+        "97.91 % test (seed 0; seed claims 97.77 %); 36 s on one core",
         _keras_default("ann"),
     ),
     Recipe(
         "fnn",
         "seed 002: Dense 50 → Dense 50; Adam, 10 epochs as in the seed, batch 32",
-        "see docs/results.md; seed gives no figure",
+        "97.07 % test (seed 0; seed gives no figure); 35 s on one core",
         _keras_default("fnn"),
     ),
     Recipe(
         "mlp",
         "seed 003: Dense 128 → Dense 64; Adam, batch 32, 10 epochs",
-        "see docs/results.md; seed claims ~98.0 %",
+        "97.87 % test (seed 0; seed claims ~98.0 %); 43 s on one core",
         _keras_default("mlp"),
     ),
     Recipe(
         "cnn",
         "seed 000/001: three 3×3 convs, two max-pools, Dense 64; Adam, batch 32, 10 epochs",
-        "see docs/results.md; seed claims 99.12 %",
+        "99.28 % test (seed 0; seed claims 99.12 %); 169 s on one core",
         _keras_default("cnn"),
     ),
     Recipe(
         "cnn-small",
         "seed 002: one conv + max-pool, Dense 128; Adam, 10 epochs as in the seed, batch 32",
-        "see docs/results.md; seed claims 98.66 %",
+        "98.71 % test (seed 0; seed claims 98.66 %); 150 s on one core",
         _keras_default("cnn-small"),
     ),
     Recipe(
         "cnn-dropout",
         "seed 003: two conv blocks with dropout; Adam, batch 32, up to 30 epochs with early "
         "stopping (patience 3) on a 10 % validation split, best epoch kept (ModelCheckpoint)",
-        "see docs/results.md; seed claims 98.7 %",
+        "99.28 % test, stopped after 13 epochs (seed 0; seed claims 98.7 %); 270 s on one core",
         _keras_default("cnn-dropout", epochs=30, val_split=0.1, patience=3),
     ),
     Recipe(
@@ -100,7 +100,8 @@ _RECIPES = [
         "seed 004 (Ghouzam's Kaggle kernel): RMSprop 1e-3, batch 86, 30 epochs, augmentation "
         "(rotation 10°, zoom 0.1, shift 0.1), 10 % validation; the kernel's halving of the rate on "
         "plateaus is approximated by a smooth ×0.95 per epoch",
-        "see docs/results.md; seed claims 98 % validation (the kernel: 99.67 %)",
+        "not trained to the end here: 30 epochs at ~1.5× a `best` epoch, ~35 min on one core "
+        "(estimated, docs/results.md); seed claims 98 % validation",
         {
             "model": "cnn-kaggle",
             "optimizer": "rmsprop",
@@ -117,7 +118,7 @@ _RECIPES = [
         "the fastest way to >= 99.0 % test accuracy here: a narrow bn-cnn (width 16, 82 k "
         "parameters), Adam at 0.015 with a one-cycle schedule, batch 256, label smoothing 0.1, "
         "2 epochs on all 60 000 images, no validation pass",
-        "see docs/results.md",
+        "99.49 % test, mean of 3 seeds (99.48-99.50 %); 50 s on one core for the whole process",
         {
             "model": "bn-cnn",
             "model_args": {"width": 16, "dropout": 0.1},
@@ -135,7 +136,8 @@ _RECIPES = [
         "our strongest single model: bn-cnn (BatchNorm, strided convs, dropout) with AdamW and a "
         "one-cycle schedule, label smoothing 0.1, EMA of weights, affine augmentation "
         "(rotation 10°, zoom 0.1, shift 0.1)",
-        "see docs/results.md",
+        "99.66 % test, mean of 3 seeds (99.65-99.67 %); 9.4 min on one core; "
+        "3-seed ensemble 99.69 %",
         {
             "model": "bn-cnn",
             "optimizer": "adamw",
