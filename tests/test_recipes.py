@@ -110,11 +110,9 @@ def test_recipes_command_json_lists_every_recipe() -> None:
 
 def test_train_with_a_recipe_and_overrides(tmp_path: Path, small_npz: Path) -> None:
     out = tmp_path / "run"
-    result = CliRunner().invoke(
-        app,
-        ["train", "--recipe", "best", "--epochs", "1", "--limit", "600", "--batch-size", "100"]
-        + ["--data", str(small_npz), "--out", str(out), "--quiet"],
-    )
+    args = ["train", "--recipe", "best", "--epochs", "1", "--limit", "600", "--batch-size", "100"]
+    args += ["--data", str(small_npz), "--out", str(out), "--quiet"]
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     saved = json.loads((out / "config.json").read_text())
     best = get_recipe("best")

@@ -34,7 +34,8 @@ def recipes_command(
         print_json(rows)
         return
     table = Table()
-    for column in ("name", "model", "epochs", "batch", "optimizer", "what it is", "reaches here"):
+    # The descriptions are long; they are in --json. The table keeps to what fits a terminal.
+    for column in ("name", "model", "epochs", "batch", "optimizer", "reaches here"):
         table.add_column(column)
     for row in rows:
         config = row["config"]
@@ -44,7 +45,6 @@ def recipes_command(
             str(config["epochs"]),
             str(config["batch_size"]),
             f"{config['optimizer']} {config['lr']:g}, {config['schedule']}",
-            row["description"],
             row["reaches"],
         )
     console.print(table)
