@@ -110,20 +110,20 @@ def test_recipes_command_json_lists_every_recipe() -> None:
 
 def test_train_with_a_recipe_and_overrides(tmp_path: Path, small_npz: Path) -> None:
     out = tmp_path / "run"
-    args = ["train", "--recipe", "best", "--epochs", "1", "--limit", "600", "--batch-size", "100"]
+    args = ["train", "--recipe", "speed", "--epochs", "1", "--limit", "600", "--lr", "0.01"]
     args += ["--data", str(small_npz), "--out", str(out), "--quiet"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     saved = json.loads((out / "config.json").read_text())
-    best = get_recipe("best")
-    assert saved["recipe"] == "best"
-    assert (saved["epochs"], saved["limit"], saved["batch_size"]) == (1, 600, 100)  # overridden
-    assert (saved["model"], saved["augment"], saved["ema_decay"]) == (
-        best.model,
-        best.augment,
-        best.ema_decay,
+    speed = get_recipe("speed")
+    assert saved["recipe"] == "speed"
+    assert (saved["epochs"], saved["limit"], saved["lr"]) == (1, 600, 0.01)  # overridden
+    assert (saved["model"], saved["model_args"], saved["batch_size"]) == (
+        speed.model,
+        speed.model_args,
+        speed.batch_size,
     )  # from the recipe
-    assert read_metrics(out)["recipe"] == "best"
+    assert read_metrics(out)["recipe"] == "speed"
 
 
 def test_train_rejects_model_and_recipe_together(tmp_path: Path) -> None:
