@@ -26,7 +26,7 @@ from torch import nn
 
 from digits.atomic import atomic_write_text
 from digits.data import DigitData, load_dataset, load_mnist
-from digits.models import count_parameters, create_model
+from digits.models import count_parameters
 from digits.train import (
     CONFIG_FILE,
     METRICS_FILE,
@@ -34,6 +34,7 @@ from digits.train import (
     RunError,
     TrainConfig,
     fit,
+    load_weights,
     read_metrics,
 )
 
@@ -60,20 +61,6 @@ def is_ensemble(run_dir: str | Path) -> bool:
     return (Path(run_dir) / ENSEMBLE_FILE).exists()
 
 
-def _load_weights(path: Path) -> nn.Module:
-    """A model from a safetensors file whose metadata names it (as `save_weights` writes)."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    with safe_open(str(path), framework="pt") as handle:
-        metadata = handle.metadata() or {}
-    if "model" not in metadata:
-        raise RunError(f"{path}: no model name in the metadata")
-    model = create_model(metadata["model"], **json.loads(metadata.get("model_args", "{}")))
-    model.load_state_dict(load_file(str(path)))
-    return model.eval()
-
-
 def load_ensemble(run_dir: str | Path) -> SoftmaxAverage:
     """The averaged model of an ensemble directory, in eval mode."""
     run_dir = Path(run_dir)
@@ -86,7 +73,7 @@ def load_ensemble(run_dir: str | Path) -> SoftmaxAverage:
     missing = [str(file) for file in files if not file.exists()]
     if missing:
         raise RunError(f"{path}: member weights missing: {', '.join(missing)}")
-    return SoftmaxAverage([_load_weights(file) for file in files]).eval()
+    return SoftmaxAverage([load_weights(file) for file in files]).eval()
 
 
 def _member_config(run_dir: Path) -> dict[str, Any]:

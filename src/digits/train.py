@@ -511,6 +511,11 @@ def load_model(run_dir: str | Path) -> nn.Module:
     path = Path(run_dir) / WEIGHTS_FILE
     if not path.exists():
         raise RunError(f"{run_dir}: no {WEIGHTS_FILE} (not a trained run directory)")
+    return load_weights(path)
+
+
+def load_weights(path: Path) -> nn.Module:
+    """A model from a safetensors file whose metadata names it (as `save_weights` writes it)."""
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as handle:
