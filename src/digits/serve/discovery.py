@@ -10,7 +10,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-ONNX_FILE = "model.onnx"
+from digits.predictor import ONNX_FILE
+
+# Not imported from digits.train: that would load torch into the service.
 METRICS_FILE = "metrics.json"
 HOW_TO_TRAIN = "digits train --model cnn --epochs 1 --val-split 0 --lr 0.004 --schedule onecycle"
 
