@@ -47,7 +47,9 @@ def _load() -> str:
 
 def train_one(recipe: str, seed: int, root: Path, extra: list[str]) -> dict[str, Any]:
     """Train one recipe in its own process; wall and CPU seconds of that whole process."""
-    out = root / f"{recipe}-s{seed}"
+    # A recipe file's runs are named after the file, as `digits train` names the recipe.
+    name = Path(recipe).stem if recipe.endswith(".json") else recipe
+    out = root / f"{name}-s{seed}"
     metrics_path = out / "metrics.json"
     results = _results(root)
     key = out.name
@@ -62,7 +64,7 @@ def train_one(recipe: str, seed: int, root: Path, extra: list[str]) -> dict[str,
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     metrics = json.loads(metrics_path.read_text())
     row = {
-        "recipe": recipe,
+        "recipe": name,
         "seed": seed,
         "run": str(out),
         "process_wall_s": wall,
@@ -239,6 +241,7 @@ def main() -> None:
     train = commands.add_parser("train")
     train.add_argument("--recipes", default=",".join([*SEED_RECIPES, "speed", "best"]))
     train.add_argument("--seeds", type=int, default=1)
+    train.add_argument("--first-seed", type=int, default=0, help="seeds run from this one on")
     train.add_argument("--root", type=Path, default=DEFAULT_ROOT)
     train.add_argument("extra", nargs="*", help="more `digits train` options, after --")
     ens = commands.add_parser("ensemble")
@@ -254,7 +257,7 @@ def main() -> None:
 
     if args.command == "train":
         for recipe in args.recipes.split(","):
-            for seed in range(args.seeds):
+            for seed in range(args.first_seed, args.first_seed + args.seeds):
                 print(json.dumps(train_one(recipe, seed, args.root, args.extra)), flush=True)
         print(table(args.root))
     elif args.command == "ensemble":

@@ -49,3 +49,17 @@ def test_unknown_model_and_argument() -> None:
         create_model("resnet")
     with pytest.raises(TypeError, match="model 'ann'"):
         create_model("ann", depth=3)
+
+
+def test_bn_cnn_without_batchnorm_keeps_the_convs_and_their_biases() -> None:
+    # The BatchNorm ablation: same convolutions, each with a bias instead of a BatchNorm.
+    plain = create_model("bn-cnn", batchnorm=False)
+    normed = create_model("bn-cnn")
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in plain.modules())
+    convs = [m for m in plain.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 7 and all(conv.bias is not None for conv in convs)
+    batchnorm_parameters = sum(
+        2 * m.num_features for m in normed.modules() if isinstance(m, torch.nn.BatchNorm2d)
+    )
+    conv_biases = sum(conv.out_channels for conv in convs)
+    assert count_parameters(plain) == count_parameters(normed) - batchnorm_parameters + conv_biases

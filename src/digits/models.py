@@ -222,8 +222,10 @@ def cnn_kaggle(width: int = 32, hidden: int = 256, dropout: float = 0.25) -> nn.
 
 
 def _conv_bn(
-    fan_in: int, fan_out: int, kernel: int, stride: int = 1, pad: int = 0
+    fan_in: int, fan_out: int, kernel: int, stride: int = 1, pad: int = 0, *, batchnorm: bool = True
 ) -> list[nn.Module]:
+    if not batchnorm:  # the ablation of BatchNorm: a plain conv with its bias
+        return [nn.Conv2d(fan_in, fan_out, kernel, stride=stride, padding=pad), nn.ReLU()]
     # No conv bias: BatchNorm's shift replaces it.
     return [
         nn.Conv2d(fan_in, fan_out, kernel, stride=stride, padding=pad, bias=False),
@@ -239,18 +241,22 @@ def _conv_bn(
     parameters=325_994,
     claim_note="ours, after Deotte's Kaggle BatchNorm CNN (99.64 % mean single net)",
 )
-def bn_cnn(width: int = 32, dropout: float = 0.4) -> nn.Module:
-    """28 → 26 → 24 → 12 → 10 → 8 → 4 → 1 pixels; 4·width features feed the classifier."""
+def bn_cnn(width: int = 32, dropout: float = 0.4, batchnorm: bool = True) -> nn.Module:
+    """28 → 26 → 24 → 12 → 10 → 8 → 4 → 1 pixels; 4·width features feed the classifier.
+
+    `batchnorm=False` drops every BatchNorm (convs get their bias back): only for measuring
+    what BatchNorm gives."""
+    bn = batchnorm
     return nn.Sequential(
-        *_conv_bn(1, width, 3),
-        *_conv_bn(width, width, 3),
-        *_conv_bn(width, width, 5, stride=2, pad=2),
+        *_conv_bn(1, width, 3, batchnorm=bn),
+        *_conv_bn(width, width, 3, batchnorm=bn),
+        *_conv_bn(width, width, 5, stride=2, pad=2, batchnorm=bn),
         nn.Dropout(dropout),
-        *_conv_bn(width, 2 * width, 3),
-        *_conv_bn(2 * width, 2 * width, 3),
-        *_conv_bn(2 * width, 2 * width, 5, stride=2, pad=2),
+        *_conv_bn(width, 2 * width, 3, batchnorm=bn),
+        *_conv_bn(2 * width, 2 * width, 3, batchnorm=bn),
+        *_conv_bn(2 * width, 2 * width, 5, stride=2, pad=2, batchnorm=bn),
         nn.Dropout(dropout),
-        *_conv_bn(2 * width, 4 * width, 4),
+        *_conv_bn(2 * width, 4 * width, 4, batchnorm=bn),
         nn.Flatten(),
         nn.Dropout(dropout),
         nn.Linear(4 * width, 10),

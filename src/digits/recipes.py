@@ -100,8 +100,8 @@ _RECIPES = [
         "seed 004 (Ghouzam's Kaggle kernel): RMSprop 1e-3, batch 86, 30 epochs, augmentation "
         "(rotation 10°, zoom 0.1, shift 0.1), 10 % validation; the kernel's halving of the rate on "
         "plateaus is approximated by a smooth ×0.95 per epoch",
-        "not trained to the end here: 30 epochs at ~1.5× a `best` epoch, ~35 min on one core "
-        "(estimated, docs/results.md); seed claims 98 % validation",
+        "99.56 % test (seed 0; best validation epoch 15 of 30; seed claims 98 % validation); "
+        "20 min wall on 2 cores, 40 CPU-min",
         {
             "model": "cnn-kaggle",
             "optimizer": "rmsprop",
