@@ -12,7 +12,13 @@ from typer.testing import CliRunner
 
 from digits.cli import app
 from digits.data import DigitData
-from digits.ensemble import SoftmaxAverage, build_ensemble, load_ensemble, train_ensemble
+from digits.ensemble import (
+    SoftmaxAverage,
+    build_ensemble,
+    load_ensemble,
+    member_configs,
+    train_ensemble,
+)
 from digits.evaluate import model_probabilities
 from digits.train import RunError, TrainConfig, fit, load_model, read_metrics
 
@@ -136,3 +142,43 @@ def test_train_command_with_ensemble(small_npz: Path, tmp_path: Path) -> None:
     assert read_metrics(out)["members"] == 2
     assert (out / "seed0" / "metrics.json").exists()
     assert (out / "seed1" / "metrics.json").exists()
+
+
+def test_member_configs_take_the_recipes_in_turn() -> None:
+    a = TrainConfig(model="ann", seed=3, recipe="a")
+    b = TrainConfig(model="cnn", seed=3, recipe="b")
+    members = member_configs([a, b], 5)
+    assert [(m.recipe, m.seed) for m in members] == [
+        ("a", 3),
+        ("b", 3),
+        ("a", 4),
+        ("b", 4),
+        ("a", 5),
+    ]
+    with pytest.raises(ValueError, match="--ensemble must be >= 1"):
+        member_configs([a], 0)
+
+
+def test_ensemble_of_two_recipes_keeps_each_member_apart(tiny: DigitData, tmp_path: Path) -> None:
+    configs = [
+        TrainConfig(model="ann", epochs=1, batch_size=64, recipe="dense"),
+        TrainConfig(model="cnn-small", epochs=1, batch_size=64, recipe="conv"),
+    ]
+    out = train_ensemble(configs, tmp_path / "mixed", 3, data=tiny)
+    members = json.loads((out / "ensemble.json").read_text())["members"]
+    assert [Path(m["run"]).name for m in members] == ["dense-seed0", "conv-seed0", "dense-seed1"]
+    assert [m["model"] for m in members] == ["ann", "cnn-small", "ann"]
+    assert read_metrics(out)["recipe"] == "ensemble of 3 × conv, dense"
+
+
+def test_train_command_with_two_recipes(small_npz: Path, tmp_path: Path) -> None:
+    out = tmp_path / "two"
+    args = ["train", "--recipe", "ann,mlp", "--ensemble", "2", "--epochs", "1", "--limit", "600"]
+    args += ["--data", str(small_npz), "--out", str(out), "--quiet"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert (out / "ann-seed0" / "metrics.json").exists()
+    assert (out / "mlp-seed0" / "metrics.json").exists()
+    alone = CliRunner().invoke(app, ["train", "--recipe", "ann,mlp", "--quiet"])
+    assert alone.exit_code == 1
+    assert "add --ensemble K" in alone.output

@@ -161,24 +161,47 @@ def build_ensemble(
     return out_dir
 
 
+def member_dir_name(config: TrainConfig, mixed: bool) -> str:
+    """seed<S> for members of one recipe; <recipe>-seed<S> when the ensemble mixes recipes."""
+    if not mixed:
+        return f"seed{config.seed}"
+    return f"{config.recipe or config.model}-seed{config.seed}"
+
+
+def member_configs(configs: Sequence[TrainConfig], count: int) -> list[TrainConfig]:
+    """`count` member configs taking `configs` in turn, each round with the next seed: for
+    configs A, B (seed S) and count 5: A·S, B·S, A·S+1, B·S+1, A·S+2."""
+    if count < 1:
+        raise ValueError(f"--ensemble must be >= 1, got {count}")
+    if not configs:
+        raise ValueError("an ensemble needs at least one recipe")
+    members = []
+    for index in range(count):
+        base = configs[index % len(configs)]
+        members.append(replace(base, seed=base.seed + index // len(configs)))
+    return members
+
+
 def train_ensemble(
-    config: TrainConfig,
+    config: TrainConfig | Sequence[TrainConfig],
     out_dir: str | Path,
     count: int,
     *,
     progress: bool = False,
     data: DigitData | None = None,
 ) -> Path:
-    """Train `count` runs of `config` with seeds seed, seed+1, ... under out_dir/seed<S>, then
-    average them into out_dir. Finished members are reused and unfinished ones resumed, so an
+    """Train `count` member runs under out_dir, then average them into out_dir.
+
+    One config: seeds seed, seed+1, ... in out_dir/seed<S>. Several configs (an ensemble that
+    mixes recipes, whose members err more independently): taken in turn, see `member_configs`,
+    in out_dir/<recipe>-seed<S>. Finished members are reused and unfinished ones resumed, so an
     interrupted command can simply be run again."""
-    if count < 1:
-        raise ValueError(f"--ensemble must be >= 1, got {count}")
+    configs = [config] if isinstance(config, TrainConfig) else list(config)
+    mixed = len({(c.recipe, c.model) for c in configs}) > 1
     out_dir = Path(out_dir)
     runs = []
-    for offset in range(count):
-        member = replace(config, seed=config.seed + offset)
-        run_dir = out_dir / f"seed{member.seed}"
+    for member in member_configs(configs, count):
+        run_dir = out_dir / member_dir_name(member, mixed)
         if not (run_dir / METRICS_FILE).exists():
             resume = (run_dir / CONFIG_FILE).exists()
             fit(member, run_dir, resume=resume, progress=progress, data=data)

@@ -73,7 +73,10 @@ def train_command(
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
     recipe: Annotated[
         str | None,
-        typer.Option(help="Recipe name or JSON file (digits recipes); options given override it."),
+        typer.Option(
+            help="Recipe name or JSON file (digits recipes); options given override it. "
+            "With --ensemble, several comma-separated recipes are taken in turn."
+        ),
     ] = None,
     ensemble: Annotated[
         int | None, typer.Option(help="Train K seeds (S, S+1, ...) and average them into --out.")
@@ -102,21 +105,31 @@ def train_command(
         "precision": precision,
         "limit": limit,
     }
-    values: dict[str, Any] = {"model": model or "cnn", "seed": seed}
-    if recipe is not None:
+    given = {key: value for key, value in overrides.items() if value is not None}
+    if data is not None:
+        given["data"] = str(data)
+    recipe_names = [part.strip() for part in recipe.split(",")] if recipe is not None else []
+    if len(recipe_names) > 1 and ensemble is None:
+        raise ValueError(
+            f"--recipe {recipe}: several recipes make an ensemble; add --ensemble K "
+            "(K members, taking the recipes in turn)"
+        )
+    if recipe_names:
         from digits.recipes import get_recipe
 
-        values = {**asdict(get_recipe(recipe)), "seed": seed}
-    values.update({key: value for key, value in overrides.items() if value is not None})
-    if data is not None:
-        values["data"] = str(data)
-    config = TrainConfig.from_dict(values)
-    name = config.recipe or config.model
+        configs = [
+            TrainConfig.from_dict({**asdict(get_recipe(recipe_name)), "seed": seed, **given})
+            for recipe_name in recipe_names
+        ]
+    else:
+        configs = [TrainConfig.from_dict({"model": model or "cnn", "seed": seed, **given})]
+    config = configs[0]
+    name = "+".join(c.recipe or c.model for c in configs)
     if ensemble is not None:
         from digits.ensemble import train_ensemble
 
         run_dir = out or Path("runs") / f"{name}-ensemble{ensemble}-seed{config.seed}"
-        train_ensemble(config, run_dir, ensemble, progress=not quiet)
+        train_ensemble(configs, run_dir, ensemble, progress=not quiet)
     else:
         run_dir = out or Path("runs") / f"{name}-seed{config.seed}"
         fit(config, run_dir, resume=resume, progress=not quiet)
