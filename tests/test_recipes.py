@@ -55,6 +55,14 @@ def test_best_uses_the_strong_pieces() -> None:
     assert best.schedule == "onecycle"
 
 
+def test_best_kaggle_is_best_with_the_kaggle_network() -> None:
+    # Only the network differs, so an ensemble of the two mixes architectures, nothing else.
+    best, kaggle = asdict(get_recipe("best")), asdict(get_recipe("best-kaggle"))
+    differing = {key for key in best if best[key] != kaggle[key]}
+    assert differing == {"model", "recipe"}
+    assert kaggle["model"] == "cnn-kaggle"
+
+
 def test_recipes_are_fresh_copies() -> None:
     first = get_recipe("best")
     assert first.augment is not None
