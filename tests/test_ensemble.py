@@ -169,6 +169,8 @@ def test_ensemble_of_two_recipes_keeps_each_member_apart(tiny: DigitData, tmp_pa
     assert [Path(m["run"]).name for m in members] == ["dense-seed0", "conv-seed0", "dense-seed1"]
     assert [m["model"] for m in members] == ["ann", "cnn-small", "ann"]
     assert read_metrics(out)["recipe"] == "ensemble of 3 × conv, dense"
+    with pytest.raises(ValueError, match="must have different names"):
+        train_ensemble([configs[0], configs[0]], tmp_path / "twice", 2, data=tiny)
 
 
 def test_train_command_with_two_recipes(small_npz: Path, tmp_path: Path) -> None:

@@ -197,7 +197,11 @@ def train_ensemble(
     in out_dir/<recipe>-seed<S>. Finished members are reused and unfinished ones resumed, so an
     interrupted command can simply be run again."""
     configs = [config] if isinstance(config, TrainConfig) else list(config)
-    mixed = len({(c.recipe, c.model) for c in configs}) > 1
+    names = [c.recipe or c.model for c in configs]
+    if len(set(names)) != len(names):
+        # Two recipes of one name would train the same seeds into the same member directories.
+        raise ValueError(f"an ensemble's recipes must have different names, got {', '.join(names)}")
+    mixed = len(configs) > 1
     out_dir = Path(out_dir)
     runs = []
     for member in member_configs(configs, count):
