@@ -2,7 +2,8 @@
 section of docs/benchmarks.md. Long (about an hour of CPU for everything); not part of the tests.
 
     .venv/bin/python benchmarks/recipes.py train --recipes speed,best --seeds 3 [--root DIR]
-    .venv/bin/python benchmarks/recipes.py ensemble --recipe best --seeds 3 [--root DIR]
+    .venv/bin/python benchmarks/recipes.py ensemble --recipes best,best-kaggle --seeds 3
+    .venv/bin/python benchmarks/recipes.py ablation --seeds 3 [--root DIR]
     .venv/bin/python benchmarks/recipes.py tta --run DIR
     .venv/bin/python benchmarks/recipes.py augment-cost
     .venv/bin/python benchmarks/recipes.py table [--root DIR]
@@ -10,7 +11,9 @@ section of docs/benchmarks.md. Long (about an hour of CPU for everything); not p
 `train` runs `digits train --recipe NAME --seed S --out ROOT/NAME-sS --quiet` as a separate process
 per run and records its wall time (the whole process: start-up, data, training, test, export) and
 CPU time; runs already finished under ROOT are reused, so the command can be stopped and rerun.
-Results accumulate in ROOT/results.json; `table` prints them as Markdown.
+Results accumulate in ROOT/results.json; `table` prints them as Markdown. `ablation` writes
+`best` with one piece taken out (and with all of them out) as recipe files under ROOT/ablation and
+trains each the same way.
 """
 
 from __future__ import annotations
@@ -131,23 +134,63 @@ def table(root: Path) -> str:
     return "\n".join(lines)
 
 
-def ensemble(recipe: str, seeds: int, root: Path) -> dict[str, Any]:
+def ensemble(recipes: list[str], seeds: int, root: Path) -> dict[str, Any]:
+    """Average seeds 0..seeds-1 of each recipe (trained by `train` under root) into one ensemble."""
     from digits.ensemble import build_ensemble
     from digits.train import read_metrics
 
-    runs = [root / f"{recipe}-s{seed}" for seed in range(seeds)]
-    out = root / f"{recipe}-ensemble{seeds}"
+    runs = [root / f"{recipe}-s{seed}" for recipe in recipes for seed in range(seeds)]
+    name = "+".join(recipes)
+    out = root / f"{name}-ensemble{len(runs)}"
     build_ensemble(runs, out, overwrite=True)
     row = {
-        "members": seeds,
+        "members": len(runs),
         "runs": [str(run) for run in runs],
         "test_accuracy": read_metrics(out)["test"]["accuracy"],
         "member_accuracies": [read_metrics(run)["test"]["accuracy"] for run in runs],
     }
     results = _results(root)
-    results[f"ensemble:{recipe}x{seeds}"] = row
+    results[f"ensemble:{name}x{len(runs)}"] = row
     _save(root, results)
     return row
+
+
+# What each piece of `best` gives: `best` with one piece taken out, and with all of them out.
+ABLATIONS: dict[str, dict[str, Any]] = {
+    "best-nobn": {"model_args": {"batchnorm": False}},
+    "best-noema": {"ema_decay": None},
+    "best-nols": {"label_smoothing": 0.0},
+    "best-noaug": {"augment": None},
+    # A constant rate at Adam's usual 1e-3: best's peak of 3e-3 held constant is a worse straw man.
+    "best-constant": {"schedule": "constant", "lr": 1e-3},
+    "best-none": {
+        "model_args": {"batchnorm": False},
+        "ema_decay": None,
+        "label_smoothing": 0.0,
+        "augment": None,
+        "schedule": "constant",
+        "lr": 1e-3,
+    },
+}
+
+
+def ablation_files(root: Path) -> list[str]:
+    """Write each ablation of `best` as a recipe file under root/ablation; return their paths."""
+    from dataclasses import asdict
+
+    from digits.recipes import get_recipe
+
+    folder = root / "ablation"
+    folder.mkdir(parents=True, exist_ok=True)
+    best = asdict(get_recipe("best"))
+    paths = []
+    for name, change in ABLATIONS.items():
+        values = {key: value for key, value in best.items() if key not in ("seed", "recipe")}
+        values.update(change)
+        path = folder / f"{name}.json"
+        path.write_text(json.dumps(values, indent=1))
+        paths.append(str(path))
+    return paths
 
 
 def tta(run: Path) -> dict[str, Any]:
@@ -245,9 +288,13 @@ def main() -> None:
     train.add_argument("--root", type=Path, default=DEFAULT_ROOT)
     train.add_argument("extra", nargs="*", help="more `digits train` options, after --")
     ens = commands.add_parser("ensemble")
-    ens.add_argument("--recipe", default="best")
+    ens.add_argument("--recipes", default="best", help="comma-separated; seeds of each averaged")
     ens.add_argument("--seeds", type=int, default=3)
     ens.add_argument("--root", type=Path, default=DEFAULT_ROOT)
+    ablate = commands.add_parser("ablation")
+    ablate.add_argument("--seeds", type=int, default=3)
+    ablate.add_argument("--first-seed", type=int, default=0)
+    ablate.add_argument("--root", type=Path, default=DEFAULT_ROOT)
     test_time = commands.add_parser("tta")
     test_time.add_argument("--run", type=Path, required=True)
     commands.add_parser("augment-cost")
@@ -261,7 +308,13 @@ def main() -> None:
                 print(json.dumps(train_one(recipe, seed, args.root, args.extra)), flush=True)
         print(table(args.root))
     elif args.command == "ensemble":
-        print(json.dumps(ensemble(args.recipe, args.seeds, args.root), indent=2))
+        recipes = args.recipes.split(",")
+        print(json.dumps(ensemble(recipes, args.seeds, args.root), indent=2))
+    elif args.command == "ablation":
+        for path in ablation_files(args.root):
+            for seed in range(args.first_seed, args.first_seed + args.seeds):
+                print(json.dumps(train_one(path, seed, args.root, [])), flush=True)
+        print(table(args.root))
     elif args.command == "tta":
         print(json.dumps(tta(args.run), indent=2))
     elif args.command == "augment-cost":
