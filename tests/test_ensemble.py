@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -155,8 +156,10 @@ def test_member_configs_take_the_recipes_in_turn() -> None:
         ("b", 4),
         ("a", 5),
     ]
-    with pytest.raises(ValueError, match="--ensemble must be >= 1"):
+    with pytest.raises(ValueError, match="--ensemble 0: fewer members than the 1 recipes"):
         member_configs([a], 0)
+    with pytest.raises(ValueError, match="--ensemble 1: fewer members than the 2 recipes"):
+        member_configs([a, b], 1)  # would silently leave b out
 
 
 def test_ensemble_of_two_recipes_keeps_each_member_apart(tiny: DigitData, tmp_path: Path) -> None:
@@ -168,9 +171,26 @@ def test_ensemble_of_two_recipes_keeps_each_member_apart(tiny: DigitData, tmp_pa
     members = json.loads((out / "ensemble.json").read_text())["members"]
     assert [Path(m["run"]).name for m in members] == ["dense-seed0", "conv-seed0", "dense-seed1"]
     assert [m["model"] for m in members] == ["ann", "cnn-small", "ann"]
-    assert read_metrics(out)["recipe"] == "ensemble of 3 × conv, dense"
-    with pytest.raises(ValueError, match="must have different names"):
-        train_ensemble([configs[0], configs[0]], tmp_path / "twice", 2, data=tiny)
+    assert read_metrics(out)["recipe"] == "ensemble of 3: 1 × conv, 2 × dense"
+    # Run again: every finished member is reused, none retrained.
+    stamps = {m["run"]: (Path(m["run"]) / "model.safetensors").stat().st_mtime_ns for m in members}
+    train_ensemble(configs, out, 3, data=tiny)
+    again = {run: (Path(run) / "model.safetensors").stat().st_mtime_ns for run in stamps}
+    assert again == stamps
+    # A member directory that holds another config is refused, never reused as it is.
+    refused = r"dense-seed0 holds a run with a different config \(epochs\)"
+    with pytest.raises(RunError, match=refused):
+        train_ensemble([replace(configs[0], epochs=2), configs[1]], out, 2, data=tiny)
+
+
+def test_ensemble_recipes_that_cannot_mix_are_refused_before_training(tmp_path: Path) -> None:
+    dense = TrainConfig(model="ann", recipe="dense")
+    with pytest.raises(ValueError, match="must have different names, got dense, dense"):
+        train_ensemble([dense, dense], tmp_path / "twice", 2)
+    other = replace(dense, recipe="other", data=str(tmp_path / "mine.npz"))
+    with pytest.raises(ValueError, match="same data, got dense: MNIST, other: .*mine.npz"):
+        train_ensemble([dense, other], tmp_path / "data", 2)
+    assert not (tmp_path / "twice").exists() and not (tmp_path / "data").exists()
 
 
 def test_train_command_with_two_recipes(small_npz: Path, tmp_path: Path) -> None:
@@ -179,8 +199,25 @@ def test_train_command_with_two_recipes(small_npz: Path, tmp_path: Path) -> None
     args += ["--data", str(small_npz), "--out", str(out), "--quiet"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert (out / "ann-seed0" / "metrics.json").exists()
-    assert (out / "mlp-seed0" / "metrics.json").exists()
+    assert read_metrics(out)["members"] == 2
+    for member in ("ann-seed0", "mlp-seed0"):  # the options given reach every recipe
+        config = json.loads((out / member / "config.json").read_text())
+        assert (config["epochs"], config["limit"]) == (1, 600)
     alone = CliRunner().invoke(app, ["train", "--recipe", "ann,mlp", "--quiet"])
     assert alone.exit_code == 1
     assert "add --ensemble K" in alone.output
+    empty = CliRunner().invoke(app, ["train", "--recipe", "ann,", "--ensemble", "2", "--quiet"])
+    assert empty.exit_code == 1
+    assert "--recipe 'ann,': an empty recipe name" in empty.output
+
+
+def test_a_recipe_file_with_a_comma_in_its_name_is_one_recipe(
+    small_npz: Path, tmp_path: Path
+) -> None:
+    recipe = tmp_path / "dense,small.json"
+    recipe.write_text(json.dumps({"model": "ann", "epochs": 1, "limit": 300}))
+    out = tmp_path / "run"
+    args = ["train", "--recipe", str(recipe), "--data", str(small_npz), "--out", str(out)]
+    result = CliRunner().invoke(app, [*args, "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert read_metrics(out)["recipe"] == "dense,small"

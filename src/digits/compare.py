@@ -25,16 +25,13 @@ from digits.atomic import atomic_write_bytes, atomic_write_text
 from digits.data import DigitData
 from digits.models import REGISTRY
 from digits.train import (
-    CONFIG_FILE,
-    METRICS_FILE,
-    RunError,
     TrainConfig,
-    fit,
     load_data,
     load_model,
     predict_logits,
     read_metrics,
     to_tensor,
+    train_or_reuse,
 )
 
 TABLE_FILES = ("comparison.md", "comparison.csv", "comparison.json", "comparison.png")
@@ -149,24 +146,6 @@ def inference_speed(
     return len(tensor) / fastest
 
 
-def _train_or_reuse(config: TrainConfig, run_dir: Path, data: DigitData, progress: bool) -> None:
-    """Train into run_dir unless it already holds this very config (finished or resumable)."""
-    saved_path = run_dir / CONFIG_FILE
-    if saved_path.exists():
-        saved = TrainConfig.from_dict(json.loads(saved_path.read_text()))
-        if saved != config:
-            changed = [
-                f.name for f in fields(config) if getattr(saved, f.name) != getattr(config, f.name)
-            ]
-            raise RunError(
-                f"{run_dir} holds a run with a different config ({', '.join(changed)}); "
-                "remove it or compare into another --out"
-            )
-        if (run_dir / METRICS_FILE).exists():
-            return
-    fit(config, run_dir, resume=saved_path.exists(), progress=progress, data=data)
-
-
 def compare(
     configs: Sequence[TrainConfig],
     out_dir: Path,
@@ -193,7 +172,7 @@ def compare(
         for offset in range(seeds):
             run_config = replace(config, seed=config.seed + offset)
             run_dir = out_dir / f"{label(config)}-seed{run_config.seed}"
-            _train_or_reuse(run_config, run_dir, dataset, progress)
+            train_or_reuse(run_config, run_dir, data=dataset, progress=progress)
             metrics.append(read_metrics(run_dir))
             runs.append(str(run_dir))
         tests = [m["test"] for m in metrics]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -33,9 +34,9 @@ from digits.train import (
     WEIGHTS_FILE,
     RunError,
     TrainConfig,
-    fit,
     load_weights,
     read_metrics,
+    train_or_reuse,
 )
 
 ENSEMBLE_FILE = "ensemble.json"
@@ -91,6 +92,14 @@ def _test_data(runs: Sequence[Path]) -> DigitData:
     return load_mnist() if source is None else load_dataset(source)
 
 
+def _describe_recipes(count: int, recipes: Counter[str]) -> str:
+    """'ensemble of 3 × best', or 'ensemble of 3: 2 × best, 1 × best-kaggle' for a mix."""
+    if len(recipes) == 1:
+        return f"ensemble of {count} × {next(iter(recipes))}"
+    mix = ", ".join(f"{n} × {name}" for name, n in sorted(recipes.items()))
+    return f"ensemble of {count}: {mix}"
+
+
 def build_ensemble(
     runs: Sequence[str | Path],
     out_dir: str | Path,
@@ -139,11 +148,11 @@ def build_ensemble(
 
     model = load_ensemble(out_dir)
     data = _test_data(run_dirs) if data is None else data
-    recipes = sorted({str(member["recipe"]) for member in members if member["recipe"]})
+    recipes = Counter(str(member["recipe"]) for member in members if member["recipe"])
     seconds = [m["train_seconds"] for m in members if m["train_seconds"] is not None]
     metrics: dict[str, Any] = {
         "model": "ensemble",
-        "recipe": f"ensemble of {len(members)} × {', '.join(recipes)}" if recipes else None,
+        "recipe": _describe_recipes(len(members), recipes) if recipes else None,
         "members": len(members),
         "parameters": count_parameters(model),
         "train_seconds": sum(seconds) if len(seconds) == len(members) else None,
@@ -161,7 +170,7 @@ def build_ensemble(
     return out_dir
 
 
-def member_dir_name(config: TrainConfig, mixed: bool) -> str:
+def member_dir_name(config: TrainConfig, *, mixed: bool) -> str:
     """seed<S> for members of one recipe; <recipe>-seed<S> when the ensemble mixes recipes."""
     if not mixed:
         return f"seed{config.seed}"
@@ -171,15 +180,36 @@ def member_dir_name(config: TrainConfig, mixed: bool) -> str:
 def member_configs(configs: Sequence[TrainConfig], count: int) -> list[TrainConfig]:
     """`count` member configs taking `configs` in turn, each round with the next seed: for
     configs A, B (seed S) and count 5: A·S, B·S, A·S+1, B·S+1, A·S+2."""
-    if count < 1:
-        raise ValueError(f"--ensemble must be >= 1, got {count}")
     if not configs:
         raise ValueError("an ensemble needs at least one recipe")
+    if count < len(configs):
+        names = ", ".join(c.recipe or c.model for c in configs)
+        raise ValueError(
+            f"--ensemble {count}: fewer members than the {len(configs)} recipes ({names}); "
+            f"give --ensemble {len(configs)} or more"
+        )
     members = []
     for index in range(count):
         base = configs[index % len(configs)]
         members.append(replace(base, seed=base.seed + index // len(configs)))
     return members
+
+
+def _check_recipes(configs: Sequence[TrainConfig]) -> None:
+    """Refuse, before any training, recipes that could not make one ensemble."""
+    names = [c.recipe or c.model for c in configs]
+    if len(set(names)) != len(names):
+        # Two recipes of one name would train the same seeds into the same member directories.
+        raise ValueError(
+            f"an ensemble's recipes must have different names, got {', '.join(names)} "
+            "(a recipe file is named by its 'recipe' key, else by its file name)"
+        )
+    sources = {c.data for c in configs}
+    if len(sources) > 1:
+        described = ", ".join(
+            f"{name}: {c.data or 'MNIST'}" for name, c in zip(names, configs, strict=True)
+        )
+        raise ValueError(f"an ensemble's recipes must train on the same data, got {described}")
 
 
 def train_ensemble(
@@ -195,19 +225,16 @@ def train_ensemble(
     One config: seeds seed, seed+1, ... in out_dir/seed<S>. Several configs (an ensemble that
     mixes recipes, whose members err more independently): taken in turn, see `member_configs`,
     in out_dir/<recipe>-seed<S>. Finished members are reused and unfinished ones resumed, so an
-    interrupted command can simply be run again."""
+    interrupted command can simply be run again; a member directory holding another config is
+    an error, never silently reused."""
     configs = [config] if isinstance(config, TrainConfig) else list(config)
-    names = [c.recipe or c.model for c in configs]
-    if len(set(names)) != len(names):
-        # Two recipes of one name would train the same seeds into the same member directories.
-        raise ValueError(f"an ensemble's recipes must have different names, got {', '.join(names)}")
+    _check_recipes(configs)
     mixed = len(configs) > 1
     out_dir = Path(out_dir)
-    runs = []
-    for member in member_configs(configs, count):
-        run_dir = out_dir / member_dir_name(member, mixed)
-        if not (run_dir / METRICS_FILE).exists():
-            resume = (run_dir / CONFIG_FILE).exists()
-            fit(member, run_dir, resume=resume, progress=progress, data=data)
-        runs.append(run_dir)
+    runs = [
+        train_or_reuse(
+            member, out_dir / member_dir_name(member, mixed=mixed), data=data, progress=progress
+        )
+        for member in member_configs(configs, count)
+    ]
     return build_ensemble(runs, out_dir, data=data, overwrite=True)

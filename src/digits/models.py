@@ -221,7 +221,7 @@ def cnn_kaggle(width: int = 32, hidden: int = 256, dropout: float = 0.25) -> nn.
 # convolutions learn their own downsampling instead of a fixed max-pool.
 
 
-def _conv_bn(
+def _conv_block(
     fan_in: int, fan_out: int, kernel: int, stride: int = 1, pad: int = 0, *, batchnorm: bool = True
 ) -> list[nn.Module]:
     if not batchnorm:  # the ablation of BatchNorm: a plain conv with its bias
@@ -246,17 +246,16 @@ def bn_cnn(width: int = 32, dropout: float = 0.4, batchnorm: bool = True) -> nn.
 
     `batchnorm=False` drops every BatchNorm (convs get their bias back): only for measuring
     what BatchNorm gives."""
-    bn = batchnorm
     return nn.Sequential(
-        *_conv_bn(1, width, 3, batchnorm=bn),
-        *_conv_bn(width, width, 3, batchnorm=bn),
-        *_conv_bn(width, width, 5, stride=2, pad=2, batchnorm=bn),
+        *_conv_block(1, width, 3, batchnorm=batchnorm),
+        *_conv_block(width, width, 3, batchnorm=batchnorm),
+        *_conv_block(width, width, 5, stride=2, pad=2, batchnorm=batchnorm),
         nn.Dropout(dropout),
-        *_conv_bn(width, 2 * width, 3, batchnorm=bn),
-        *_conv_bn(2 * width, 2 * width, 3, batchnorm=bn),
-        *_conv_bn(2 * width, 2 * width, 5, stride=2, pad=2, batchnorm=bn),
+        *_conv_block(width, 2 * width, 3, batchnorm=batchnorm),
+        *_conv_block(2 * width, 2 * width, 3, batchnorm=batchnorm),
+        *_conv_block(2 * width, 2 * width, 5, stride=2, pad=2, batchnorm=batchnorm),
         nn.Dropout(dropout),
-        *_conv_bn(2 * width, 4 * width, 4, batchnorm=bn),
+        *_conv_block(2 * width, 4 * width, 4, batchnorm=batchnorm),
         nn.Flatten(),
         nn.Dropout(dropout),
         nn.Linear(4 * width, 10),

@@ -468,6 +468,30 @@ def fit(
     return out_dir
 
 
+def train_or_reuse(
+    config: TrainConfig,
+    run_dir: Path,
+    *,
+    data: DigitData | None = None,
+    progress: bool = False,
+) -> Path:
+    """Train into run_dir unless it already holds this very config (finished or resumable)."""
+    saved_path = run_dir / CONFIG_FILE
+    if saved_path.exists():
+        saved = TrainConfig.from_dict(json.loads(saved_path.read_text()))
+        if saved != config:
+            changed = [
+                f.name for f in fields(config) if getattr(saved, f.name) != getattr(config, f.name)
+            ]
+            raise RunError(
+                f"{run_dir} holds a run with a different config ({', '.join(changed)}); "
+                "remove it or choose another --out"
+            )
+        if (run_dir / METRICS_FILE).exists():
+            return run_dir
+    return fit(config, run_dir, resume=saved_path.exists(), progress=progress, data=data)
+
+
 def _write_metrics(
     out_dir: Path,
     config: TrainConfig,

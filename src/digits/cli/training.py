@@ -43,6 +43,16 @@ def models_command(
     console.print(table)
 
 
+def _recipe_list(recipe: str) -> list[str]:
+    """--recipe's names: one recipe file (whatever its name holds), or names split at commas."""
+    if Path(recipe).is_file():
+        return [recipe]
+    names = [part.strip() for part in recipe.split(",")]
+    if not all(names):
+        raise ValueError(f"--recipe {recipe!r}: an empty recipe name between commas")
+    return names
+
+
 @app.command("train")
 @friendly_errors
 def train_command(
@@ -79,7 +89,11 @@ def train_command(
         ),
     ] = None,
     ensemble: Annotated[
-        int | None, typer.Option(help="Train K seeds (S, S+1, ...) and average them into --out.")
+        int | None,
+        typer.Option(
+            help="Train K members (seeds S, S+1, ...; with several recipes, the recipes in turn) "
+            "and average them into --out."
+        ),
     ] = None,
 ) -> None:
     """Train a model; the run directory gets config, history, weights and metrics."""
@@ -108,7 +122,7 @@ def train_command(
     given = {key: value for key, value in overrides.items() if value is not None}
     if data is not None:
         given["data"] = str(data)
-    recipe_names = [part.strip() for part in recipe.split(",")] if recipe is not None else []
+    recipe_names = _recipe_list(recipe) if recipe is not None else []
     if len(recipe_names) > 1 and ensemble is None:
         raise ValueError(
             f"--recipe {recipe}: several recipes make an ensemble; add --ensemble K "
