@@ -48,10 +48,14 @@ def _load() -> str:
     return " ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
+def run_name(recipe: str) -> str:
+    """A recipe file's runs are named after the file, as `digits train` names the recipe."""
+    return Path(recipe).stem if recipe.endswith(".json") else recipe
+
+
 def train_one(recipe: str, seed: int, root: Path, extra: list[str]) -> dict[str, Any]:
     """Train one recipe in its own process; wall and CPU seconds of that whole process."""
-    # A recipe file's runs are named after the file, as `digits train` names the recipe.
-    name = Path(recipe).stem if recipe.endswith(".json") else recipe
+    name = run_name(recipe)
     out = root / f"{name}-s{seed}"
     metrics_path = out / "metrics.json"
     results = _results(root)
@@ -139,8 +143,8 @@ def ensemble(recipes: list[str], seeds: int, root: Path) -> dict[str, Any]:
     from digits.ensemble import build_ensemble
     from digits.train import read_metrics
 
-    runs = [root / f"{recipe}-s{seed}" for recipe in recipes for seed in range(seeds)]
-    name = "+".join(recipes)
+    runs = [root / f"{run_name(recipe)}-s{seed}" for recipe in recipes for seed in range(seeds)]
+    name = "+".join(map(run_name, recipes))
     out = root / f"{name}-ensemble{len(runs)}"
     build_ensemble(runs, out, overwrite=True)
     row = {
