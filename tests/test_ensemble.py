@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -102,6 +103,11 @@ def test_bad_inputs_are_clear_errors(two_runs: list[Path], tiny: DigitData, tmp_
         build_ensemble(two_runs, out, data=tiny)
     with pytest.raises(RunError, match="is an ensemble itself"):
         build_ensemble([out], tmp_path / "nested", data=tiny)
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(two_runs[0], unfinished)
+    (unfinished / "metrics.json").unlink()
+    with pytest.raises(RunError, match="unfinished: training has not finished"):
+        build_ensemble([two_runs[1], unfinished], tmp_path / "early", data=tiny)
     (out / "members" / f"1-{two_runs[1].name}.safetensors").unlink()
     with pytest.raises(RunError, match="member weights missing"):
         load_model(out)

@@ -122,6 +122,12 @@ def build_ensemble(
             raise RunError(f"{run}: is an ensemble itself; give the runs it was built from")
         if not (run / WEIGHTS_FILE).exists():
             raise RunError(f"{run}: no {WEIGHTS_FILE} (not a trained run directory)")
+        if (run / CONFIG_FILE).exists() and not (run / METRICS_FILE).exists():
+            # Its weights are those of the best epoch so far, not of the finished run.
+            raise RunError(
+                f"{run}: training has not finished (no {METRICS_FILE}); "
+                f"finish it with `digits train --resume --out {run}`"
+            )
     if (out_dir / CONFIG_FILE).exists():
         raise RunError(f"{out_dir} holds a training run; choose another --out for the ensemble")
     if is_ensemble(out_dir) and not overwrite:
