@@ -95,7 +95,7 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "runs": len(rows),
         "mean": statistics.fmean(accuracies),
-        "std": statistics.pstdev(accuracies) if len(rows) > 1 else 0.0,
+        "std": statistics.stdev(accuracies) if len(rows) > 1 else 0.0,  # sample std, as compare
         "min": min(accuracies),
         "max": max(accuracies),
         "train_seconds": statistics.fmean(row["train_seconds"] for row in rows),
