@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import numpy as np
 from PIL import Image
 
@@ -119,9 +119,9 @@ def wait_ready(base: str, server: subprocess.Popen[bytes], seconds: float = 120)
         if server.poll() is not None:
             raise SystemExit(f"the server exited with status {server.returncode}")
         try:
-            if httpx.get(f"{base}/api/health", timeout=2).status_code == 200:
+            if httpx2.get(f"{base}/api/health", timeout=2).status_code == 200:
                 return
-        except httpx.TransportError:
+        except httpx2.TransportError:
             pass
         time.sleep(0.25)
     raise SystemExit(f"the server did not answer within {seconds} s")
@@ -162,10 +162,10 @@ def main() -> None:
         else:
             body = drawing_png()
             request = {"files": {"file": ("drawing.png", body, "image/png")}}
-        check = httpx.post(f"{base}/api/predict", timeout=10, **request).json()
+        check = httpx2.post(f"{base}/api/predict", timeout=10, **request).json()
         if check.get("digit") != 7:
             raise SystemExit(f"unexpected answer before the run: {check}")
-        with httpx.Client(base_url=base, timeout=10) as client:  # warm-up: caches, allocator
+        with httpx2.Client(base_url=base, timeout=10) as client:  # warm-up: caches, allocator
             for _ in range(300):
                 client.post("/api/predict", **request).raise_for_status()
 
@@ -190,7 +190,7 @@ def main() -> None:
         cpu_used = tree_cpu_s(server.pid) - cpu_before
         sampler.stop.set()
         sampler.join()
-        after = httpx.get(f"{base}/api/health", timeout=10).json()["status"]
+        after = httpx2.get(f"{base}/api/health", timeout=10).json()["status"]
     finally:
         server.terminate()
         try:

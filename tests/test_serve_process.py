@@ -13,7 +13,7 @@ import textwrap
 import time
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 from PIL import Image, ImageDraw
 
@@ -69,11 +69,11 @@ def wait_for_health(url: str, process: subprocess.Popen[str], seconds: float = 6
         if process.poll() is not None:
             pytest.fail(f"the server exited early with status {process.returncode}")
         try:
-            response = httpx.get(url, timeout=1)
+            response = httpx2.get(url, timeout=1)
             if response.status_code == 200:
                 body: dict = response.json()
                 return body
-        except httpx.TransportError:
+        except httpx2.TransportError:
             pass
         time.sleep(0.2)
     pytest.fail(f"no answer from {url} within {seconds} s")
@@ -108,12 +108,12 @@ def test_digits_serve_starts_answers_and_stops(trained_cnn_run: Path, workers: i
         health = wait_for_health(f"{base}/api/health", process)
         assert health["status"] == "ok"
         assert health["model"] == "cnn"
-        answer = httpx.post(
+        answer = httpx2.post(
             f"{base}/api/predict", files={"file": ("one.png", one_png(), "image/png")}, timeout=10
         )
         assert answer.status_code == 200
         assert answer.json()["digit"] == 1
-        page = httpx.get(f"{base}/", timeout=10)
+        page = httpx2.get(f"{base}/", timeout=10)
         assert 'data-testid="canvas"' in page.text
         if workers == 1:
             # The server process itself has not mapped torch's library either.
