@@ -162,9 +162,10 @@ def test_member_configs_take_the_recipes_in_turn() -> None:
         ("b", 4),
         ("a", 5),
     ]
-    with pytest.raises(ValueError, match="--ensemble 0: fewer members than the 1 recipes"):
+    with pytest.raises(ValueError, match="--ensemble 0: an ensemble needs at least one member"):
         member_configs([a], 0)
-    with pytest.raises(ValueError, match="--ensemble 1: fewer members than the 2 recipes"):
+    each = r"--ensemble 1: 2 recipes \(a, b\) need at least one member each"
+    with pytest.raises(ValueError, match=each):
         member_configs([a, b], 1)  # would silently leave b out
 
 

@@ -188,11 +188,13 @@ def member_configs(configs: Sequence[TrainConfig], count: int) -> list[TrainConf
     configs A, B (seed S) and count 5: A·S, B·S, A·S+1, B·S+1, A·S+2."""
     if not configs:
         raise ValueError("an ensemble needs at least one recipe")
+    if count < 1:
+        raise ValueError(f"--ensemble {count}: an ensemble needs at least one member")
     if count < len(configs):
         names = ", ".join(c.recipe or c.model for c in configs)
         raise ValueError(
-            f"--ensemble {count}: fewer members than the {len(configs)} recipes ({names}); "
-            f"give --ensemble {len(configs)} or more"
+            f"--ensemble {count}: {len(configs)} recipes ({names}) need at least one member "
+            f"each; give --ensemble {len(configs)} or more"
         )
     members = []
     for index in range(count):

@@ -3,8 +3,9 @@
 `get_recipe(name_or_path)` returns the `TrainConfig` of a named recipe, or of a recipe file: a JSON
 object of TrainConfig fields (what `digits tune` writes). The seven seed recipes reproduce their
 seed's training as described there, with Keras' defaults (Adam at 1e-3, batch 32) where a seed is
-silent; `speed`, `best`, `best-kaggle` and `best-long` are ours. Every hyperparameter of ours was chosen on
-the validation split (10 % of the training images), never on the test set.
+silent; `speed`, `best`, `best-kaggle` and `best-long` are ours. Every hyperparameter of ours was
+chosen on the validation split (10 % of the training images), never on the test set; `best-long`
+then trains on that split too, which leaves it no validation of its own.
 
 `reaches` says what each recipe gave on the MNIST test set and how long it took on the reference
 machine (2 cores, see docs/results.md for how each figure was measured).
