@@ -170,8 +170,9 @@ _RECIPES = [
     Recipe(
         "best-long",
         "`best` for the final fit: twice the epochs (24) on all 60 000 training images, no "
-        "validation split, last epoch kept; the members of our ensemble",
-        "measured in docs/results.md; 21 min on one core",
+        "validation split, last epoch kept; members for ensembles",
+        "99.70 % test, mean of 5 seeds (99.66-99.72 %); 21.5 min on one core; 5-seed ensemble "
+        "99.72 % (99.74 % with --tta)",
         {**_BEST, "epochs": 24, "val_split": 0.0},
     ),
 ]
