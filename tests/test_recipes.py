@@ -63,11 +63,12 @@ def test_best_kaggle_is_best_with_the_kaggle_network() -> None:
     assert kaggle["model"] == "cnn-kaggle"
 
 
-def test_best_long_is_best_trained_longer_on_every_image() -> None:
-    best, long = asdict(get_recipe("best")), asdict(get_recipe("best-long"))
-    differing = {key for key in best if best[key] != long[key]}
+@pytest.mark.parametrize("short", ["best", "best-kaggle"])
+def test_long_recipes_train_twice_as_long_on_every_image(short: str) -> None:
+    base, long = asdict(get_recipe(short)), asdict(get_recipe(f"{short}-long"))
+    differing = {key for key in base if base[key] != long[key]}
     assert differing == {"epochs", "val_split", "recipe"}
-    assert (long["epochs"], long["val_split"]) == (2 * best["epochs"], 0.0)
+    assert (long["epochs"], long["val_split"]) == (2 * base["epochs"], 0.0)
 
 
 def test_recipes_are_fresh_copies() -> None:
