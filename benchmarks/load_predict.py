@@ -44,7 +44,9 @@ TARGETS = {"p50_ms": 5.0, "p99_ms": 25.0, "requests_per_s": 400.0, "rss_mb": 250
 def mnist_seven() -> np.ndarray:
     from digits.data import load_mnist
 
-    return load_mnist().x_test[0]  # a 7
+    images = load_mnist().x_test
+    assert images is not None  # MNIST always has its test split
+    return images[0]  # a 7
 
 
 def drawing_png() -> bytes:

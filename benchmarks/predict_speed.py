@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -65,7 +66,7 @@ def ensure_run(run: Path | None) -> Path:
     return run
 
 
-def best_rate(function, images: np.ndarray, repeats: int) -> float:
+def best_rate(function: Callable[[np.ndarray], object], images: np.ndarray, repeats: int) -> float:
     """Images per second over all of `images`, best of `repeats` passes (least disturbed)."""
     times = []
     for _ in range(repeats):
@@ -244,13 +245,14 @@ def write_section(text: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--run", type=Path, help="A seed cnn run directory with model.onnx.")
-    parser.add_argument("--no-write", action="store_true", help="Print only; leave docs alone.")
+    parser.add_argument("--no-write", action="store_true", help="Print only; write no files.")
     args = parser.parse_args()
 
     from digits.data import load_mnist
 
     run = ensure_run(args.run)
     mnist = load_mnist()
+    assert mnist.x_test is not None  # MNIST always has its test split
     inputs = sample_inputs(mnist.x_test[0])
     load_before = load_average()
     result = {
@@ -262,11 +264,11 @@ def main() -> None:
         "batch": batch_throughput(run, mnist.x_test),
         "load_after": load_average(),
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     text = markdown(result)
     print(text)
     if not args.no_write:
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(result, indent=2) + "\n")
         write_section(text)
 
 

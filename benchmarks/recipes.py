@@ -4,7 +4,8 @@ section of docs/benchmarks.md. Long (about an hour of CPU for everything); not p
     .venv/bin/python benchmarks/recipes.py train --recipes speed,best --seeds 3 [--root DIR]
     .venv/bin/python benchmarks/recipes.py ensemble --recipes best,best-kaggle --seeds 3
     .venv/bin/python benchmarks/recipes.py ablation --seeds 3 [--root DIR]
-    .venv/bin/python benchmarks/recipes.py tta --run DIR
+    .venv/bin/python benchmarks/recipes.py tta --run DIR [--root DIR]
+    .venv/bin/python benchmarks/recipes.py prediction-cost RUN [RUN ...] [--root DIR]
     .venv/bin/python benchmarks/recipes.py augment-cost
     .venv/bin/python benchmarks/recipes.py table [--root DIR]
 
@@ -197,7 +198,11 @@ def ablation_files(root: Path) -> list[str]:
     return paths
 
 
-def tta(run: Path) -> dict[str, Any]:
+def tta(run: Path, root: Path) -> dict[str, Any]:
+    """Test accuracy, loss and evaluation seconds of a run without and with --tta, kept in
+    root/results.json under "tta:<run>" (an ensemble's evaluation takes minutes)."""
+    import torch
+
     from digits.data import load_mnist
     from digits.evaluate import compute_metrics, model_probabilities
     from digits.train import load_model
@@ -213,7 +218,7 @@ def tta(run: Path) -> dict[str, Any]:
     started = time.perf_counter()
     augmented = compute_metrics(tta_probabilities(model, data.x_test), data.y_test)
     tta_s = time.perf_counter() - started
-    return {
+    row = {
         "run": str(run),
         "views": len(VIEWS),
         "accuracy": plain.accuracy,
@@ -222,7 +227,49 @@ def tta(run: Path) -> dict[str, Any]:
         "loss_tta": augmented.loss,
         "seconds": plain_s,
         "seconds_tta": tta_s,
+        "threads": torch.get_num_threads(),
     }
+    results = _results(root)
+    results[f"tta:{run}"] = row
+    _save(root, results)
+    return row
+
+
+def prediction_cost(runs: list[Path], root: Path) -> dict[str, Any]:
+    """What a run costs to serve, in ONNX Runtime: images/s over the 10 000 test images (best of
+    three passes) and the median time of one 28×28 image, with one and with two threads. For an
+    ensemble against one of its members; kept in root/results.json under "prediction:<run>"."""
+    from digits.data import load_mnist
+    from digits.predictor import Predictor
+
+    images = load_mnist().x_test
+    assert images is not None  # MNIST always has its test split
+    rows = {}
+    for run in runs:
+        row: dict[str, Any] = {"load_before": _load()}
+        for threads in (1, 2):
+            predictor = Predictor.from_path(run, threads=threads)
+            predictor.predict_arrays(images[:1000])  # warm up
+            passes = []
+            for _ in range(3):
+                started = time.perf_counter()
+                predictor.predict_arrays(images)
+                passes.append(time.perf_counter() - started)
+            single = []
+            for index in range(200):
+                started = time.perf_counter()
+                predictor.predict_arrays(images[index : index + 1])
+                single.append(time.perf_counter() - started)
+            row[f"threads{threads}"] = {
+                "images_per_s": len(images) / min(passes),
+                "single_median_ms": 1000 * statistics.median(single),
+            }
+        row["load_after"] = _load()
+        rows[str(run)] = row
+    results = _results(root)
+    results.update({f"prediction:{run}": row for run, row in rows.items()})
+    _save(root, results)
+    return rows
 
 
 def augment_cost(batches: int = 60) -> dict[str, Any]:
@@ -240,7 +287,7 @@ def augment_cost(batches: int = 60) -> dict[str, Any]:
         assert config.augment is not None
         strengths = AugmentConfig.from_dict(config.augment)
         model = create_model(config.model, **config.model_args).to(
-            memory_format=torch.channels_last
+            memory_format=torch.channels_last  # type: ignore[call-overload]
         )
         optimizer = torch.optim.Adam(model.parameters())
         images = torch.rand(config.batch_size, 1, 28, 28)
@@ -301,6 +348,10 @@ def main() -> None:
     ablate.add_argument("--root", type=Path, default=DEFAULT_ROOT)
     test_time = commands.add_parser("tta")
     test_time.add_argument("--run", type=Path, required=True)
+    test_time.add_argument("--root", type=Path, default=DEFAULT_ROOT)
+    cost = commands.add_parser("prediction-cost")
+    cost.add_argument("runs", type=Path, nargs="+", help="run or ensemble directories")
+    cost.add_argument("--root", type=Path, default=DEFAULT_ROOT)
     commands.add_parser("augment-cost")
     show = commands.add_parser("table")
     show.add_argument("--root", type=Path, default=DEFAULT_ROOT)
@@ -320,7 +371,9 @@ def main() -> None:
                 print(json.dumps(train_one(path, seed, args.root, [])), flush=True)
         print(table(args.root))
     elif args.command == "tta":
-        print(json.dumps(tta(args.run), indent=2))
+        print(json.dumps(tta(args.run, args.root), indent=2))
+    elif args.command == "prediction-cost":
+        print(json.dumps(prediction_cost(args.runs, args.root), indent=2))
     elif args.command == "augment-cost":
         print(json.dumps(augment_cost(), indent=2))
     else:

@@ -100,7 +100,9 @@ def mnist_photo(digit: np.ndarray, look: Look, seed: int = 0) -> Image.Image:
 
 
 # Pen paths in a unit box (x right, y down), one list per stroke, shaped like handwriting.
-def _ellipse(cx: float, cy: float, rx: float, ry: float, start: float = 0, turn: float = 1):
+def _ellipse(
+    cx: float, cy: float, rx: float, ry: float, start: float = 0, turn: float = 1
+) -> list[tuple[float, float]]:
     angles = np.linspace(start, start + turn * 2 * np.pi, 40)
     return [(cx + rx * np.cos(a), cy + ry * np.sin(a)) for a in angles]
 
@@ -188,7 +190,8 @@ def pen_photo(digit: int, look: Look, stroke: float = 0.09, seed: int = 0) -> Im
 def font_glyph(text: str, size: int = 120) -> np.ndarray:
     """Ink strength of `text` in Pillow's built-in scalable font (present in every install)."""
     font = ImageFont.load_default(size=size)
-    left, top, right, bottom = font.getbbox(text)
+    # The built-in font's box is whole pixels; typed as float for other fonts.
+    left, top, right, bottom = (int(edge) for edge in font.getbbox(text))
     image = Image.new("L", (right - left + 4, bottom - top + 4), 0)
     ImageDraw.Draw(image).text((2 - left, 2 - top), text, fill=255, font=font)
     return np.asarray(image, dtype=np.float32) / 255
