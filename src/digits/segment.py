@@ -3,13 +3,17 @@
 The ink is located exactly as for a single digit (`digits.preprocess.locate_ink`); its connected
 components are grouped into digits: pieces that overlap horizontally belong together (the bar of
 a 5, a broken 4), and a group much wider than tall is taken for touching digits and cut at the
-faintest columns. Each digit then goes through the same normalisation as a single image.
+faintest columns. Touching digits that are not that wide (a 1 against its neighbour, digits
+whose strokes cross) have no such valley; when a model is at hand (`digits read`), each piece is
+also tried cut in two, and the cut is kept where the model is clearly surer of both halves than
+of the whole. Each digit then goes through the same normalisation as a single image.
 NumPy and Pillow only, like the rest of the prediction path.
 """
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -36,13 +40,28 @@ SURE_WIDE = 1.6  # a group wider than this × the line's height is cut even with
 FRAGMENT = 0.45  # groups shorter than this × the line's height are pieces of a digit
 REACH = 0.5  # ...and join a digit closer than this × the line's height
 DIGIT_ASPECT = 0.8  # typical width / height of one handwritten digit, to count touching ones
+# Model-verified cuts: a piece at least TRY_SPLIT × the line's height wide is tried cut in two at
+# each of the CANDIDATES faintest local minima of its ink profile; a cut is kept when both halves
+# span PART_HEIGHT of the line's height and the model's confidence in the less sure half beats
+# its confidence in the whole by MARGIN. Set on pairs of MNIST training digits
+# (benchmarks/read_pairs.py): narrower pieces are mostly single digits (a typed 6 read as "83"
+# by an over-confident model), and a smaller margin cuts more single digits in two.
+TRY_SPLIT = 0.75
+CANDIDATES = 6
+PART_HEIGHT = 0.6
+MARGIN = 0.15
+
+Box = tuple[int, int, int, int]  # left, top, right, bottom
+
+# N×28×28 uint8 digits → N×10 probabilities: what the verified cuts ask of a model.
+Classify = Callable[[np.ndarray], np.ndarray]
 
 
 @dataclass
 class Segment:
     """One digit found in the image: where it is and the 28×28 the model will see."""
 
-    box: tuple[int, int, int, int]  # (left, top, right, bottom) in the original image
+    box: Box  # in the original image
     pixels: np.ndarray = field(repr=False)
 
 
@@ -148,8 +167,81 @@ def _cuts(strength: np.ndarray, line_height: int) -> list[int]:
     return cuts
 
 
-def segment(source: Source, *, name: str | None = None) -> list[Segment] | str:
-    """The digits of an image, left to right; or the reason there are none ("no digit: ...")."""
+def _piece(strength: np.ndarray, start: int, stop: int) -> tuple[np.ndarray, Box] | None:
+    """The ink of columns start:stop cropped tight, and its (left, top, right, bottom) within
+    `strength`; None when those columns hold no ink."""
+    part = strength[:, start:stop]
+    rows = np.nonzero(part.max(axis=1) > 0)[0]
+    cols = np.nonzero(part.max(axis=0) > 0)[0]
+    if len(rows) == 0:
+        return None
+    crop = part[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    return crop, (int(start + cols[0]), int(rows[0]), int(start + cols[-1] + 1), int(rows[-1] + 1))
+
+
+def _split_candidates(strength: np.ndarray, line_height: int) -> list[int]:
+    """Columns where a piece might be two touching digits: the faintest local minima of its ink
+    profile, a few columns apart, away from its very edges."""
+    width = strength.shape[1]
+    if width < TRY_SPLIT * line_height:
+        return []
+    profile = np.convolve(strength.sum(axis=0), [1, 2, 1], mode="same")
+    edge = max(2, width // 10)
+    minima = [
+        c
+        for c in range(edge, width - edge)
+        if profile[c] <= profile[c - 1] and profile[c] <= profile[c + 1]
+    ]
+    spacing = max(2, width // 20)
+    chosen: list[int] = []
+    for column in sorted(minima, key=lambda c: profile[c]):
+        if all(abs(column - kept) >= spacing for kept in chosen):
+            chosen.append(column)
+        if len(chosen) == CANDIDATES:
+            break
+    return chosen
+
+
+def _verified_cut(strength: np.ndarray, line_height: int, classify: Classify) -> int | None:
+    """The column cutting a piece into two digits the model is clearly surer of than of the
+    whole piece; None when no cut is."""
+    whole = _piece(strength, 0, strength.shape[1])
+    whole_pixels = None if whole is None else normalise_digit(whole[0])
+    if whole_pixels is None:
+        return None
+    images, options = [whole_pixels], []
+    for column in _split_candidates(strength, line_height):
+        halves = [_piece(strength, 0, column), _piece(strength, column, strength.shape[1])]
+        if any(h is None or h[1][3] - h[1][1] < PART_HEIGHT * line_height for h in halves):
+            continue  # a half that is not a full-height digit (a tail, a bar) is no digit
+        pixels = [normalise_digit(h[0]) for h in halves if h is not None]
+        if len(pixels) == 2 and pixels[0] is not None and pixels[1] is not None:
+            images += [pixels[0], pixels[1]]
+            options.append(column)
+    if not options:
+        return None
+    confidence = classify(np.stack(images)).max(axis=1)
+    surer_half = np.minimum(confidence[1::2], confidence[2::2])
+    best = int(np.argmax(surer_half))
+    return options[best] if surer_half[best] >= confidence[0] + MARGIN else None
+
+
+def _verified_edges(
+    strength: np.ndarray, start: int, stop: int, line_height: int, classify: Classify
+) -> list[int]:
+    """start, the verified cuts between start and stop (each half tried again), stop."""
+    cut = _verified_cut(strength[:, start:stop], line_height, classify)
+    if cut is None:
+        return [start, stop]
+    left = _verified_edges(strength, start, start + cut, line_height, classify)
+    return left[:-1] + _verified_edges(strength, start + cut, stop, line_height, classify)
+
+
+def segment(
+    source: Source, *, name: str | None = None, classify: Classify | None = None
+) -> list[Segment] | str:
+    """The digits of an image, left to right; or the reason there are none ("no digit: ...").
+    With `classify`, pieces are also tried cut in two, as the module says."""
     name = name or describe_source(source)
     grey, scale = load_grey(source, name)
     ink = locate_ink(grey, scale)
@@ -161,21 +253,25 @@ def segment(source: Source, *, name: str | None = None) -> list[Segment] | str:
     for group in groups:
         strength, top, left = _group_strength(ink, group)
         edges = [0, *_cuts(strength, line_height), strength.shape[1]]
+        if classify is not None:
+            edges = [
+                edge
+                for start, stop in itertools.pairwise(edges)
+                for edge in _verified_edges(strength, start, stop, line_height, classify)[:-1]
+            ] + [edges[-1]]
         for start, stop in itertools.pairwise(edges):
-            part = strength[:, start:stop]
-            rows = np.nonzero(part.max(axis=1) > 0)[0]
-            cols = np.nonzero(part.max(axis=0) > 0)[0]
-            if len(rows) == 0:
+            found = _piece(strength, start, stop)
+            if found is None:
                 continue
-            part = part[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+            part, (x0, y0, x1, y1) = found
             pixels = normalise_digit(part)
             if pixels is None:
                 continue
             box = (
-                int((left + start + cols[0]) * scale),
-                int((top + rows[0]) * scale),
-                int(np.ceil((left + start + cols[-1] + 1) * scale)),
-                int(np.ceil((top + rows[-1] + 1) * scale)),
+                int((left + x0) * scale),
+                int((top + y0) * scale),
+                int(np.ceil((left + x1) * scale)),
+                int(np.ceil((top + y1) * scale)),
             )
             segments.append(Segment(box, pixels))
     return segments or "no digit: the ink found is too faint at MNIST scale"
@@ -190,7 +286,7 @@ def read_number(
 ) -> Reading:
     """Segment an image into digits and classify each; unsure digits read as '?'."""
     name = name or describe_source(source)
-    found = segment(source, name=name)
+    found = segment(source, name=name, classify=predictor.predict_arrays)
     if isinstance(found, str):
         return Reading(name, "", [], found)
     probabilities = predictor.predict_arrays(np.stack([s.pixels for s in found]))
