@@ -221,9 +221,9 @@ def _verified_cut(strength: np.ndarray, line_height: int, classify: Classify) ->
     if not options:
         return None
     confidence = classify(np.stack(images)).max(axis=1)
-    surer_half = np.minimum(confidence[1::2], confidence[2::2])
-    best = int(np.argmax(surer_half))
-    return options[best] if surer_half[best] >= confidence[0] + MARGIN else None
+    less_sure_half = np.minimum(confidence[1::2], confidence[2::2])
+    best = int(np.argmax(less_sure_half))
+    return options[best] if less_sure_half[best] >= confidence[0] + MARGIN else None
 
 
 def _verified_edges(
