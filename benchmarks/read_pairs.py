@@ -1,5 +1,5 @@
 """`digits read` on real handwriting that touches: pairs of MNIST digits set side by side, apart,
-just touching and crossing, each as a dark-on-light photo six times MNIST's size. Also how often
+just touching and crossing, each as a dark-on-light image six times MNIST's size. Also how often
 a single MNIST digit is not read as exactly one digit. Run:
 
     .venv/bin/python benchmarks/read_pairs.py RUN [--count 1000] [--split test]
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,33 +27,19 @@ from digits.data import load_mnist
 from digits.predictor import Predictor
 from digits.segment import read_number, segment
 
-SCALE = 6  # a 28-pixel MNIST digit becomes 168 pixels tall, like a phone photo's digit
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the test-data generators live in tests/
+
+from tests.handwriting import dark_on_light, side_by_side  # noqa: E402
+
 GAPS = {"apart (3 px)": 3, "touching (0 px)": 0, "crossing (-2 px)": -2}
 
 
-def photo(strip: np.ndarray) -> Image.Image:
-    """Ink strength (bright ink, MNIST scale) → a dark-on-light image SCALE times larger."""
-    height, width = strip.shape
-    canvas = np.zeros((height + 16, width + 16), np.float32)
-    canvas[8 : 8 + height, 8 : 8 + width] = strip
-    grey = Image.fromarray(np.clip(255 - canvas * 255, 0, 255).astype(np.uint8))
-    return grey.resize((canvas.shape[1] * SCALE, canvas.shape[0] * SCALE), Image.Resampling.BICUBIC)
-
-
 def ink_columns(image: np.ndarray) -> np.ndarray:
+    """A 28×28 MNIST image's ink strength, its empty side columns cut off."""
     strength = image.astype(np.float32) / 255
     columns = np.nonzero(strength.max(axis=0) > 0.1)[0]
     return strength[:, columns[0] : columns[-1] + 1]
-
-
-def side_by_side(left: np.ndarray, right: np.ndarray, gap: int) -> np.ndarray:
-    """Two digits' ink columns `gap` pixels apart (negative: overlapping, strokes crossing)."""
-    a, b = ink_columns(left), ink_columns(right)
-    width = a.shape[1] + b.shape[1] + gap
-    strip = np.zeros((28, width), np.float32)
-    strip[:, : a.shape[1]] = a
-    strip[:, width - b.shape[1] :] = np.maximum(strip[:, width - b.shape[1] :], b)
-    return strip
 
 
 def geometry_only(predictor: Predictor) -> Callable[[Image.Image], str]:
@@ -84,12 +71,15 @@ def measure(run: Path, count: int, split: str) -> dict[str, dict[str, float]]:
     pairs = rng.integers(len(images), size=(count, 2))
     cases: dict[str, list[tuple[Image.Image, str]]] = {
         "single digit": [
-            (photo(images[i].astype(np.float32) / 255), str(labels[i])) for i in singles
+            (dark_on_light(images[i].astype(np.float32) / 255), str(labels[i])) for i in singles
         ]
     }
     for name, gap in GAPS.items():
         cases[f"pair, {name}"] = [
-            (photo(side_by_side(images[i], images[j], gap)), f"{labels[i]}{labels[j]}")
+            (
+                dark_on_light(side_by_side(ink_columns(images[i]), ink_columns(images[j]), gap)),
+                f"{labels[i]}{labels[j]}",
+            )
             for i, j in pairs
         ]
     results: dict[str, dict[str, float]] = {}

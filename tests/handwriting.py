@@ -213,6 +213,25 @@ def number_photo(
     return _compose(_place(strip, look), look, seed)
 
 
+def side_by_side(left: np.ndarray, right: np.ndarray, gap: int) -> np.ndarray:
+    """Two glyphs' ink (top-aligned) `gap` pixels apart; a negative gap overlaps them, so their
+    strokes cross and no column of paper separates them."""
+    width = left.shape[1] + right.shape[1] + gap
+    strip = np.zeros((max(left.shape[0], right.shape[0]), width), np.float32)
+    strip[: left.shape[0], : left.shape[1]] = left
+    overlap = strip[: right.shape[0], width - right.shape[1] :]
+    strip[: right.shape[0], width - right.shape[1] :] = np.maximum(overlap, right)
+    return strip
+
+
+def dark_on_light(strength: np.ndarray, scale: int = 6, margin: int = 8) -> Image.Image:
+    """Ink strength at MNIST scale → a dark-on-light grey image `scale` times larger."""
+    canvas = np.pad(strength, margin)
+    grey = Image.fromarray(np.clip(255 - canvas * 255, 0, 255).astype(np.uint8))
+    size = (canvas.shape[1] * scale, canvas.shape[0] * scale)
+    return grey.resize(size, Image.Resampling.BICUBIC)
+
+
 def encode(image: Image.Image, fmt: str, **options: object) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format=fmt, **options)

@@ -17,7 +17,15 @@ from digits.components import Component, label_components
 from digits.data import DigitData
 from digits.predictor import Predictor
 from digits.segment import group_components, read_number, segment
-from tests.handwriting import LOOKS, Look, font_glyph, number_photo, pen_glyph
+from tests.handwriting import (
+    LOOKS,
+    Look,
+    dark_on_light,
+    font_glyph,
+    number_photo,
+    pen_glyph,
+    side_by_side,
+)
 
 runner = CliRunner()
 
@@ -95,14 +103,8 @@ def test_touching_digits_are_cut_apart(predictor: Predictor) -> None:
 def _crossing_pair(mnist: DigitData, first: int, second: int, nth: int) -> Image.Image:
     """Two MNIST test digits whose strokes cross (2 px of overlap at MNIST scale), photographed
     dark on light at six times that size: no column of paper between them to cut at."""
-    a, b = _mnist_glyph(mnist, first, nth), _mnist_glyph(mnist, second, nth + 1)
-    strip = np.zeros((max(a.shape[0], b.shape[0]), a.shape[1] + b.shape[1] - 2), np.float32)
-    strip[: a.shape[0], : a.shape[1]] = a
-    right = strip[: b.shape[0], -b.shape[1] :]
-    strip[: b.shape[0], -b.shape[1] :] = np.maximum(right, b)
-    canvas = np.pad(strip, 8)
-    grey = Image.fromarray((255 - canvas * 255).astype(np.uint8))
-    return grey.resize((canvas.shape[1] * 6, canvas.shape[0] * 6), Image.Resampling.BICUBIC)
+    glyphs = _mnist_glyph(mnist, first, nth), _mnist_glyph(mnist, second, nth + 1)
+    return dark_on_light(side_by_side(*glyphs, gap=-2))
 
 
 def _sure_of_all_but_the_whole(whole: float) -> Callable[[np.ndarray], np.ndarray]:

@@ -205,12 +205,15 @@ def _split_candidates(strength: np.ndarray, line_height: int) -> list[int]:
 def _verified_cut(strength: np.ndarray, line_height: int, classify: Classify) -> int | None:
     """The column cutting a piece into two digits the model is clearly surer of than of the
     whole piece; None when no cut is."""
+    candidates = _split_candidates(strength, line_height)
+    if not candidates:  # most pieces: one digit's width, nothing to try or normalise
+        return None
     whole = _piece(strength, 0, strength.shape[1])
     whole_pixels = None if whole is None else normalise_digit(whole[0])
     if whole_pixels is None:
         return None
     images, options = [whole_pixels], []
-    for column in _split_candidates(strength, line_height):
+    for column in candidates:
         halves = [_piece(strength, 0, column), _piece(strength, column, strength.shape[1])]
         if any(h is None or h[1][3] - h[1][1] < PART_HEIGHT * line_height for h in halves):
             continue  # a half that is not a full-height digit (a tail, a bar) is no digit
