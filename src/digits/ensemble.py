@@ -82,6 +82,12 @@ def _member_config(run_dir: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+def _class_count(run_dir: Path) -> int:
+    """10, or 11 for a run trained with the "not a digit" class (config `negatives` > 0)."""
+    negatives = _member_config(run_dir).get("negatives") or 0
+    return 11 if negatives > 0 else 10
+
+
 def _test_data(runs: Sequence[Path]) -> DigitData:
     """The data set the members were trained on (all must agree), for the test metrics."""
     sources = {_member_config(run).get("data") for run in runs}
@@ -117,6 +123,12 @@ def build_ensemble(
     run_dirs = [Path(run) for run in runs]
     if not run_dirs:
         raise ValueError("an ensemble needs at least one run directory")
+    classes = {_class_count(run) for run in run_dirs}
+    if len(classes) > 1:
+        raise RunError(
+            "ensemble members must all have the 'not a digit' class or all lack it; "
+            f"got {', '.join(f'{run}: {_class_count(run)} classes' for run in run_dirs)}"
+        )
     for run in run_dirs:
         if is_ensemble(run):
             raise RunError(f"{run}: is an ensemble itself; give the runs it was built from")
@@ -169,9 +181,13 @@ def build_ensemble(
     if data.x_test is not None and data.y_test is not None:
         metrics["test"] = evaluate_model(model, data.x_test, data.y_test).to_dict()
     atomic_write_text(out_dir / METRICS_FILE, json.dumps(metrics, indent=2))
-    # Like a finished training run: model.onnx for the torch-free predictor and the server.
+    # Like a finished training run: calibrated, then model.onnx for the torch-free predictor and
+    # the server. Members trained on different validation splits (one per seed) or on none, so
+    # no image is held out from all of them: the temperature is fitted on held-out views.
+    from digits.calibration import calibrate_held_out_views
     from digits.export import export_run
 
+    calibrate_held_out_views(out_dir, data.x_train, data.y_train)
     export_run(out_dir)
     return out_dir
 

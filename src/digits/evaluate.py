@@ -1,7 +1,9 @@
 """Metrics from predictions: loss, accuracy, per-class precision/recall/F1, confusion matrix.
 
 `compute_metrics` works on probabilities and labels alone (NumPy and scikit-learn), so it scores a
-torch model, an ONNX model or an ensemble the same way.
+torch model, an ONNX model or an ensemble the same way. A model with the eleventh class "not a
+digit" is scored as it answers (`digits.answers`): a digit it refuses as not a digit is a wrong
+answer, counted in `refused`.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from typing import Any
 
 import numpy as np
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+from digits.answers import NOT_DIGIT_THRESHOLD, split_not_digit
 
 LABELS = list(range(10))
 
@@ -28,6 +32,8 @@ class Metrics:
     f1: list[float]
     support: list[int]
     confusion_matrix: list[list[int]]
+    refused: int = 0
+    """Digits answered "not a digit" (left out of the confusion matrix, wrong in accuracy)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -42,14 +48,20 @@ class Metrics:
 
 
 def compute_metrics(probabilities: np.ndarray, labels: np.ndarray) -> Metrics:
-    """Score N×10 class probabilities against N integer labels."""
+    """Score N×10 class probabilities (N×11 with "not a digit") against N digit labels."""
     probabilities = np.asarray(probabilities, dtype=np.float64)
     labels = np.asarray(labels).astype(np.int64)
-    if probabilities.ndim != 2 or probabilities.shape[1] != 10:
-        raise ValueError(f"probabilities must be N×10, got {probabilities.shape}")
+    if probabilities.ndim != 2 or probabilities.shape[1] not in (10, 11):
+        raise ValueError(f"probabilities must be N×10 or N×11, got {probabilities.shape}")
     if len(probabilities) != len(labels):
         raise ValueError(f"{len(probabilities)} predictions for {len(labels)} labels")
-    predicted = probabilities.argmax(1)
+    digits, not_digit = split_not_digit(probabilities)
+    predicted = digits.argmax(1)
+    refused = np.zeros(len(labels), dtype=bool)
+    if not_digit is not None:
+        refused = not_digit >= NOT_DIGIT_THRESHOLD
+        predicted = np.where(refused, -1, predicted)  # -1: no digit in LABELS, so never right
+    # The loss is that of the full distribution: mass on "not a digit" is mass off the truth.
     true_class_probability = probabilities[np.arange(len(labels)), labels]
     loss = float(-np.log(np.clip(true_class_probability, 1e-12, 1.0)).mean())
     precision, recall, f1, support = precision_recall_fscore_support(
@@ -65,6 +77,7 @@ def compute_metrics(probabilities: np.ndarray, labels: np.ndarray) -> Metrics:
         f1=[float(v) for v in f1],
         support=[int(v) for v in support],
         confusion_matrix=confusion_matrix(labels, predicted, labels=LABELS).tolist(),
+        refused=int(refused.sum()),
     )
 
 

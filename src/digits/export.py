@@ -1,9 +1,10 @@
 """ONNX export of a trained run, checked against torch before it is written.
 
 The exported graph takes float32 N×1×28×28 images in [0, 1] (any N) and returns two outputs:
-`logits` (the model's raw output) and `probabilities` (softmax of the logits divided by the run's
-calibration temperature). What the model is travels inside the file as metadata, so a bare
-.onnx is self-describing for `digits.Predictor`.
+`logits` (the model's raw output) and `probabilities` (softmax of the digit logits divided by the
+run's calibration temperature). A model with the eleventh class has a third, `not_digit`: the
+probability, under the same temperature, that the input is no digit at all. What the model is
+travels inside the file as metadata, so a bare .onnx is self-describing for `digits.Predictor`.
 
 Parity: on a fixed set of inputs the exported probabilities must match torch's within 1e-4
 (max abs difference), at batch sizes 1 and many, or the export fails and nothing is written.
@@ -29,6 +30,7 @@ from digits.predictor import (
     INPUT_NAME,
     LOGITS_OUTPUT,
     METADATA_PREFIX,
+    NOT_DIGIT_OUTPUT,
     ONNX_FILE,
     PROBABILITIES_OUTPUT,
 )
@@ -63,16 +65,29 @@ class ExportResult:
 
 class _WithProbabilities(nn.Module):
     """The model plus its calibrated softmax. Softmax of logits and of log-probabilities is the
-    same distribution (they differ by a per-row constant), so ensembles export the same way."""
+    same distribution (they differ by a per-row constant), so ensembles export the same way.
 
-    def __init__(self, model: nn.Module, temperature: float) -> None:
+    With the "not a digit" class: the digit probabilities are the softmax of the ten digit
+    logits alone, and `not_digit` the eleventh probability of the full softmax."""
+
+    def __init__(self, model: nn.Module, temperature: float, classes: int) -> None:
         super().__init__()
         self.model = model
+        self.classes = classes
         self.register_buffer("inverse_temperature", torch.tensor(1.0 / temperature))
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
         logits = self.model(images)
-        return logits, torch.softmax(logits * self.inverse_temperature, dim=1)
+        scaled = logits * self.inverse_temperature
+        if self.classes == 10:
+            return logits, torch.softmax(scaled, dim=1)
+        digits = torch.softmax(scaled[:, :10], dim=1)
+        return logits, digits, torch.softmax(scaled, dim=1)[:, 10]
+
+    @property
+    def output_names(self) -> list[str]:
+        names = [LOGITS_OUTPUT, PROBABILITIES_OUTPUT]
+        return names if self.classes == 10 else [*names, NOT_DIGIT_OUTPUT]
 
 
 def parity_images(count: int = 256, seed: int = 0) -> np.ndarray:
@@ -102,7 +117,7 @@ def parity_images(count: int = 256, seed: int = 0) -> np.ndarray:
     return images
 
 
-def _to_onnx_bytes(wrapped: nn.Module) -> bytes:
+def _to_onnx_bytes(wrapped: _WithProbabilities) -> bytes:
     example = torch.zeros(2, 1, 28, 28)
     buffer = io.BytesIO()
     with warnings.catch_warnings():
@@ -115,12 +130,8 @@ def _to_onnx_bytes(wrapped: nn.Module) -> bytes:
             buffer,  # type: ignore[arg-type]  # file objects work; the stub says paths
             dynamo=False,
             input_names=[INPUT_NAME],
-            output_names=[LOGITS_OUTPUT, PROBABILITIES_OUTPUT],
-            dynamic_axes={
-                INPUT_NAME: {0: "batch"},
-                LOGITS_OUTPUT: {0: "batch"},
-                PROBABILITIES_OUTPUT: {0: "batch"},
-            },
+            output_names=wrapped.output_names,
+            dynamic_axes={name: {0: "batch"} for name in [INPUT_NAME, *wrapped.output_names]},
             opset_version=OPSET,
         )
     return buffer.getvalue()
@@ -139,26 +150,32 @@ def _with_metadata(model_bytes: bytes, metadata: dict[str, str]) -> bytes:
     return bytes(proto.SerializeToString())
 
 
-def check_parity(model_bytes: bytes, wrapped: nn.Module, images: np.ndarray) -> float:
-    """Max abs difference of probabilities, ONNX Runtime vs torch, at batch 1 and all at once."""
+def check_parity(model_bytes: bytes, wrapped: _WithProbabilities, images: np.ndarray) -> float:
+    """Max abs difference of the probabilities (and of `not_digit`), ONNX Runtime vs torch, at
+    batch 1 and all at once."""
     import onnxruntime as ort
 
     from digits.train import to_tensor
 
     session = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
     inputs = to_tensor(images)
+    names = wrapped.output_names[1:]
     with torch.inference_mode():
-        expected = wrapped(inputs)[1].numpy()
-    batched = session.run([PROBABILITIES_OUTPUT], {INPUT_NAME: inputs.numpy()})[0]
-    single = np.concatenate(
-        [
-            session.run([PROBABILITIES_OUTPUT], {INPUT_NAME: inputs[i : i + 1].numpy()})[0]
-            for i in range(min(8, len(inputs)))
-        ]
-    )
-    return float(
-        max(np.abs(batched - expected).max(), np.abs(single - expected[: len(single)]).max())
-    )
+        expected = [output.numpy() for output in wrapped(inputs)[1:]]
+    batched = session.run(names, {INPUT_NAME: inputs.numpy()})
+    singles = [
+        session.run(names, {INPUT_NAME: inputs[i : i + 1].numpy()})
+        for i in range(min(8, len(inputs)))
+    ]
+    difference = 0.0
+    for index, want in enumerate(expected):
+        single = np.concatenate([outputs[index] for outputs in singles])
+        difference = max(
+            difference,
+            float(np.abs(batched[index] - want).max()),
+            float(np.abs(single - want[: len(single)]).max()),
+        )
+    return difference
 
 
 def export_model(
@@ -176,7 +193,11 @@ def export_model(
     # Traced in the default memory format: training leaves weights channels_last, and ONNX
     # Runtime picks its own layout anyway.
     model = model.to(memory_format=torch.contiguous_format).float().eval()  # type: ignore[call-overload]
-    wrapped = _WithProbabilities(model, temperature).eval()
+    with torch.inference_mode():
+        classes = int(model(torch.zeros(1, 1, 28, 28)).shape[1])
+    if classes not in (10, 11):
+        raise ExportError(f"{out}: the model has {classes} outputs; expected 10 or 11")
+    wrapped = _WithProbabilities(model, temperature, classes).eval()
     metadata = {
         "temperature": repr(float(temperature)),
         "labels": json.dumps(LABELS),
@@ -238,9 +259,15 @@ def export_run(run_dir: str | Path, out: str | Path | None = None) -> ExportResu
     )
 
 
-def finish_run(run_dir: str | Path, val_images: Any, val_labels: Any) -> ExportResult:
-    """End of training: fit the temperature on the validation split, then write model.onnx."""
-    from digits.calibration import calibrate_run
+def finish_run(
+    run_dir: str | Path, val_images: Any, val_labels: Any, train_images: Any, train_labels: Any
+) -> ExportResult:
+    """End of training: fit the temperature on the validation split (on held-out views of the
+    training images when there is none), then write model.onnx."""
+    from digits.calibration import calibrate_held_out_views, calibrate_run
 
-    calibrate_run(run_dir, val_images, val_labels)
+    if len(val_labels) > 0:
+        calibrate_run(run_dir, val_images, val_labels)
+    else:
+        calibrate_held_out_views(run_dir, train_images, train_labels)
     return export_run(run_dir)

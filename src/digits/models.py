@@ -1,7 +1,8 @@
 """Model registry: name → `nn.Module` factory, with the seed architectures by their exact names.
 
-Every model takes a float tensor N×1×28×28 (pixels scaled to [0, 1]) and returns logits N×10;
-softmax lives in the loss and in prediction, as is usual in PyTorch. Layer sizes follow the seeds'
+Every model takes a float tensor N×1×28×28 (pixels scaled to [0, 1]) and returns logits N×10
+(N×11 with `classes=11`: the eleventh is "not a digit", see `digits.data.negatives`); softmax
+lives in the loss and in prediction, as is usual in PyTorch. Layer sizes follow the seeds'
 Keras code, so parameter counts match what Keras reports for them (`ModelSpec.parameters`).
 """
 
@@ -88,8 +89,8 @@ def _dense_stack(widths: list[int], dropout: float = 0.0) -> list[nn.Module]:
     claimed_accuracy=0.9777,
     claim_note="97.77 % test",
 )
-def ann(hidden: int = 128, dropout: float = 0.2) -> nn.Module:
-    return nn.Sequential(*_dense_stack([784, hidden], dropout), nn.Linear(hidden, 10))
+def ann(hidden: int = 128, dropout: float = 0.2, classes: int = 10) -> nn.Module:
+    return nn.Sequential(*_dense_stack([784, hidden], dropout), nn.Linear(hidden, classes))
 
 
 @register(
@@ -100,8 +101,8 @@ def ann(hidden: int = 128, dropout: float = 0.2) -> nn.Module:
     claimed_accuracy=None,
     claim_note="no figure given (the seed's CNN: 98.66 %)",
 )
-def fnn(hidden: int = 50) -> nn.Module:
-    return nn.Sequential(*_dense_stack([784, hidden, hidden]), nn.Linear(hidden, 10))
+def fnn(hidden: int = 50, classes: int = 10) -> nn.Module:
+    return nn.Sequential(*_dense_stack([784, hidden, hidden]), nn.Linear(hidden, classes))
 
 
 @register(
@@ -112,8 +113,8 @@ def fnn(hidden: int = 50) -> nn.Module:
     claimed_accuracy=0.98,
     claim_note="~98.0 % test, F1 0.98",
 )
-def mlp(hidden: int = 128, second: int = 64) -> nn.Module:
-    return nn.Sequential(*_dense_stack([784, hidden, second]), nn.Linear(second, 10))
+def mlp(hidden: int = 128, second: int = 64, classes: int = 10) -> nn.Module:
+    return nn.Sequential(*_dense_stack([784, hidden, second]), nn.Linear(second, classes))
 
 
 def _conv(fan_in: int, fan_out: int, kernel: int, same: bool = False) -> list[nn.Module]:
@@ -139,7 +140,7 @@ def _conv_pool(fan_in: int, fan_out: int, kernel: int, same: bool = False) -> li
     claimed_accuracy=0.9912,
     claim_note="99.12 % test",
 )
-def cnn(width: int = 32, hidden: int = 64) -> nn.Module:
+def cnn(width: int = 32, hidden: int = 64, classes: int = 10) -> nn.Module:
     return nn.Sequential(
         *_conv_pool(1, width, 3),
         *_conv_pool(width, 2 * width, 3),
@@ -147,7 +148,7 @@ def cnn(width: int = 32, hidden: int = 64) -> nn.Module:
         nn.Flatten(),
         nn.Linear(2 * width * 3 * 3, hidden),
         nn.ReLU(),
-        nn.Linear(hidden, 10),
+        nn.Linear(hidden, classes),
     )
 
 
@@ -159,13 +160,13 @@ def cnn(width: int = 32, hidden: int = 64) -> nn.Module:
     claimed_accuracy=0.9866,
     claim_note="98.66 % test, loss 0.0572",
 )
-def cnn_small(width: int = 32, hidden: int = 128) -> nn.Module:
+def cnn_small(width: int = 32, hidden: int = 128, classes: int = 10) -> nn.Module:
     return nn.Sequential(
         *_conv_pool(1, width, 3),
         nn.Flatten(),
         nn.Linear(width * 13 * 13, hidden),
         nn.ReLU(),
-        nn.Linear(hidden, 10),
+        nn.Linear(hidden, classes),
     )
 
 
@@ -178,7 +179,9 @@ def cnn_small(width: int = 32, hidden: int = 128) -> nn.Module:
     claimed_accuracy=0.987,
     claim_note="98.7 % test, F1 0.987",
 )
-def cnn_dropout(width: int = 32, hidden: int = 128, dropout: float = 0.25) -> nn.Module:
+def cnn_dropout(
+    width: int = 32, hidden: int = 128, dropout: float = 0.25, classes: int = 10
+) -> nn.Module:
     return nn.Sequential(
         *_conv_pool(1, width, 3),
         nn.Dropout(dropout),
@@ -188,7 +191,7 @@ def cnn_dropout(width: int = 32, hidden: int = 128, dropout: float = 0.25) -> nn
         nn.Linear(2 * width * 5 * 5, hidden),
         nn.ReLU(),
         nn.Dropout(2 * dropout),
-        nn.Linear(hidden, 10),
+        nn.Linear(hidden, classes),
     )
 
 
@@ -201,7 +204,9 @@ def cnn_dropout(width: int = 32, hidden: int = 128, dropout: float = 0.25) -> nn
     claimed_accuracy=0.98,
     claim_note="98 % validation",
 )
-def cnn_kaggle(width: int = 32, hidden: int = 256, dropout: float = 0.25) -> nn.Module:
+def cnn_kaggle(
+    width: int = 32, hidden: int = 256, dropout: float = 0.25, classes: int = 10
+) -> nn.Module:
     return nn.Sequential(
         *_conv(1, width, 5, same=True),
         *_conv_pool(width, width, 5, same=True),
@@ -213,7 +218,7 @@ def cnn_kaggle(width: int = 32, hidden: int = 256, dropout: float = 0.25) -> nn.
         nn.Linear(2 * width * 7 * 7, hidden),
         nn.ReLU(),
         nn.Dropout(2 * dropout),
-        nn.Linear(hidden, 10),
+        nn.Linear(hidden, classes),
     )
 
 
@@ -241,7 +246,9 @@ def _conv_block(
     parameters=325_994,
     claim_note="ours, after Deotte's Kaggle BatchNorm CNN (99.64 % mean single net)",
 )
-def bn_cnn(width: int = 32, dropout: float = 0.4, batchnorm: bool = True) -> nn.Module:
+def bn_cnn(
+    width: int = 32, dropout: float = 0.4, batchnorm: bool = True, classes: int = 10
+) -> nn.Module:
     """28 → 26 → 24 → 12 → 10 → 8 → 4 → 1 pixels; 4·width features feed the classifier.
 
     `batchnorm=False` drops every BatchNorm (convs get their bias back): only for measuring
@@ -258,5 +265,5 @@ def bn_cnn(width: int = 32, dropout: float = 0.4, batchnorm: bool = True) -> nn.
         *_conv_block(2 * width, 4 * width, 4, batchnorm=batchnorm),
         nn.Flatten(),
         nn.Dropout(dropout),
-        nn.Linear(4 * width, 10),
+        nn.Linear(4 * width, classes),
     )

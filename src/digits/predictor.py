@@ -20,12 +20,19 @@ from typing import Any
 
 import numpy as np
 
+from digits.answers import (
+    NOT_DIGIT_THRESHOLD,
+    NOT_SURE_THRESHOLD,
+    not_digit_reason,
+    not_sure_reason,
+)
 from digits.preprocess import PREPROCESSING_VERSION, ImageError, Source, describe_source, preprocess
 
 ONNX_FILE = "model.onnx"
 INPUT_NAME = "images"
 LOGITS_OUTPUT = "logits"
 PROBABILITIES_OUTPUT = "probabilities"
+NOT_DIGIT_OUTPUT = "not_digit"
 METADATA_PREFIX = "digits."
 
 
@@ -106,8 +113,9 @@ def resolve_model_path(model: str | Path) -> Path:
 
 @dataclass
 class Prediction:
-    """The answer for one image. `digit` is None when there is no digit, the model is unsure
-    (below the minimum confidence) or the input failed; `reason` / `error` say which."""
+    """The answer for one image. `digit` is None when there is no digit ("no digit: ..."), it is
+    not a digit ("not a digit: ..."), the model is not sure ("not sure: ...") or the input failed
+    (`error`); `reason` says which."""
 
     file: str
     digit: int | None
@@ -117,6 +125,8 @@ class Prediction:
     error: str | None = None
     pixels: np.ndarray | None = field(default=None, repr=False)
     box: tuple[int, int, int, int] | None = None
+    not_digit: float | None = None
+    """Probability that the input is no digit at all (models with that class; else None)."""
 
     def top(self, k: int) -> list[dict[str, float | int]]:
         if self.probabilities is None:
@@ -134,6 +144,8 @@ class Prediction:
             document["top"] = self.top(top)
         if self.box is not None:
             document["box"] = list(self.box)
+        if self.not_digit is not None:
+            document["not_digit"] = self.not_digit
         document["reason"] = self.reason
         document["error"] = self.error
         return document
@@ -153,6 +165,12 @@ class Predictor:
         outputs = {output.name for output in session.get_outputs()}
         self._input = session.get_inputs()[0].name
         self._output = PROBABILITIES_OUTPUT if PROBABILITIES_OUTPUT in outputs else None
+        self._not_digit = NOT_DIGIT_OUTPUT if NOT_DIGIT_OUTPUT in outputs else None
+
+    @property
+    def refuses_non_digits(self) -> bool:
+        """Whether the model has the "not a digit" class (trained with negatives)."""
+        return self._not_digit is not None
 
     @classmethod
     def from_path(cls, model: str | Path, *, threads: int | None = None) -> Predictor:
@@ -177,6 +195,13 @@ class Predictor:
 
     def predict_arrays(self, images: np.ndarray, batch_size: int = 4096) -> np.ndarray:
         """uint8 N×28×28 (or one 28×28) in MNIST form → float32 N×10 calibrated probabilities."""
+        return self.score_arrays(images, batch_size)[0]
+
+    def score_arrays(
+        self, images: np.ndarray, batch_size: int = 4096
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """The N×10 calibrated digit probabilities and, for a model with that class, the N
+        probabilities that each input is not a digit at all (else None)."""
         images = np.asarray(images)
         if images.ndim == 2:
             images = images[None]
@@ -184,33 +209,40 @@ class Predictor:
             raise ValueError(f"images must be N×28×28, got shape {images.shape}")
         if images.dtype != np.uint8:
             raise ValueError(f"images must be uint8 (0–255, as MNIST), got {images.dtype}")
-        results = []
+        results, not_digit = [], []
         for start in range(0, len(images), batch_size):
             batch = images[start : start + batch_size].astype(np.float32)
             batch *= 1.0 / 255.0
             feed = {self._input: batch[:, None]}
             if self._output is not None:
-                results.append(self.session.run([self._output], feed)[0])
+                names = [self._output] + ([self._not_digit] if self._not_digit else [])
+                outputs = self.session.run(names, feed)
+                results.append(outputs[0])
+                not_digit.extend(outputs[1:])
             else:  # a foreign ONNX file with logits only: softmax here, temperature 1
                 logits = self.session.run(None, feed)[0].astype(np.float32)
                 logits -= logits.max(axis=1, keepdims=True)
                 exp = np.exp(logits)
                 results.append(exp / exp.sum(axis=1, keepdims=True))
         if not results:
-            return np.empty((0, 10), dtype=np.float32)
-        return np.concatenate(results).astype(np.float32, copy=False)
+            empty = np.empty(0, dtype=np.float32) if self._not_digit else None
+            return np.empty((0, 10), dtype=np.float32), empty
+        probabilities = np.concatenate(results).astype(np.float32, copy=False)
+        refusals = np.concatenate(not_digit).astype(np.float32) if not_digit else None
+        return probabilities, refusals
 
     def predict_images(
         self,
         images: Iterable[Source],
         *,
         names: Sequence[str] | None = None,
-        min_confidence: float = 0.0,
+        min_confidence: float = NOT_SURE_THRESHOLD,
     ) -> list[Prediction]:
         """Decode, preprocess and classify each image; a bad input gets its own error entry.
 
         `names` label the inputs in the results (defaults to the path or a description).
-        An answer whose confidence is below `min_confidence` comes back with digit None.
+        An answer whose confidence is below `min_confidence` comes back with digit None ("not
+        sure"), and so does one the model takes for no digit at all ("not a digit").
         """
         sources = list(images)
         labels = list(names) if names is not None else [describe_source(s) for s in sources]
@@ -231,13 +263,14 @@ class Predictor:
                 predictions[-1].box = result.box
                 ready.append((len(predictions) - 1, result.pixels))
         if ready:
-            probabilities = self.predict_arrays(np.stack([pixels for _, pixels in ready]))
-            for (index, _), row in zip(ready, probabilities, strict=True):
-                fill_prediction(predictions[index], row, min_confidence)
+            probabilities, not_digit = self.score_arrays(np.stack([pixels for _, pixels in ready]))
+            for position, ((index, _), row) in enumerate(zip(ready, probabilities, strict=True)):
+                refusal = None if not_digit is None else float(not_digit[position])
+                fill_prediction(predictions[index], row, min_confidence, refusal)
         return predictions
 
     def predict_image(
-        self, image: Source, *, name: str | None = None, min_confidence: float = 0.0
+        self, image: Source, *, name: str | None = None, min_confidence: float = NOT_SURE_THRESHOLD
     ) -> Prediction:
         """One image; `name` labels it in the result and in error messages (e.g. a filename)."""
         names = None if name is None else [name]
@@ -249,18 +282,21 @@ class Predictor:
         return document
 
 
-def fill_prediction(prediction: Prediction, row: np.ndarray, min_confidence: float) -> None:
-    """Set digit, confidence and probabilities from one probability row."""
+def fill_prediction(
+    prediction: Prediction, row: np.ndarray, min_confidence: float, not_digit: float | None = None
+) -> None:
+    """Set digit, confidence and probabilities from one probability row (and the probability
+    that the input is not a digit, for models that have that class); see `digits.answers`."""
     best = int(np.argmax(row))
     prediction.confidence = float(row[best])
     prediction.probabilities = [float(p) for p in row]
-    if prediction.confidence >= min_confidence:
+    prediction.not_digit = not_digit
+    if not_digit is not None and not_digit >= NOT_DIGIT_THRESHOLD:
+        prediction.reason = not_digit_reason(not_digit, best)
+    elif prediction.confidence >= min_confidence:
         prediction.digit = best
     else:
-        prediction.reason = (
-            f"unsure: best guess {best} at confidence {prediction.confidence:.2f}, "
-            f"below the minimum {min_confidence:.2f}"
-        )
+        prediction.reason = not_sure_reason(best, prediction.confidence, min_confidence)
 
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})

@@ -94,6 +94,10 @@ class TrainConfig:
     """Name of the recipe this config came from, for the record."""
     limit: int | None = None
     """Use only the first N training images (quick experiments and tests)."""
+    negatives: float = 0.0
+    """Generated non-digits (letters, symbols, shapes: `digits.data.negatives`) added to every
+    batch, as a share of its digits (0.1 = one for every ten), labelled as an eleventh class "not
+    a digit"; 0 trains a ten-class model on digits alone."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -126,6 +130,8 @@ class TrainConfig:
             problems.append(f"patience must be >= 0, got {self.patience}")
         if self.limit is not None and self.limit < 1:
             problems.append(f"limit must be >= 1, got {self.limit}")
+        if not 0.0 <= self.negatives <= 1.0:
+            problems.append(f"negatives must be in [0, 1], got {self.negatives}")
         if problems:
             raise ValueError("invalid training config: " + "; ".join(problems))
 
@@ -136,6 +142,10 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown training config keys: {', '.join(unknown)}")
         return cls(**values)
+
+    def factory_args(self) -> dict[str, Any]:
+        """The model factory's arguments: `model_args`, plus the eleventh class with negatives."""
+        return {**self.model_args, "classes": 11} if self.negatives > 0 else dict(self.model_args)
 
 
 @dataclass
@@ -213,7 +223,7 @@ def load_data(config: TrainConfig) -> DigitData:
 
 def save_weights(path: Path, model: nn.Module, config: TrainConfig) -> None:
     """Weights as safetensors, with what rebuilds the model in the metadata (no pickle anywhere)."""
-    metadata = {"model": config.model, "model_args": json.dumps(config.model_args)}
+    metadata = {"model": config.model, "model_args": json.dumps(config.factory_args())}
     tensors = {name: value.detach().contiguous() for name, value in model.state_dict().items()}
     buffer_path = path.with_name(f".{path.name}.tmp")
     save_file(tensors, str(buffer_path), metadata=metadata)
@@ -346,8 +356,11 @@ def fit(
     x_val, y_val = to_tensor(x_all[val_idx]), torch.from_numpy(y_all[val_idx]).long()
     has_val = len(val_idx) > 0
 
+    # Non-digits for the eleventh class, drawn once per machine and cached (digits.data.negatives).
+    negatives = _negative_images() if config.negatives > 0 else None
+
     torch.manual_seed(config.seed)
-    model = create_model(config.model, **config.model_args)
+    model = create_model(config.model, **config.factory_args())
     # channels_last lets oneDNN pick its fastest convolution kernels on CPU (~30 % per epoch).
     model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     optimizer = _make_optimizer(config, model)
@@ -386,10 +399,13 @@ def fit(
             model.train()
             started = time.perf_counter()
             loss_sum, correct = torch.zeros(()), torch.zeros((), dtype=torch.long)
-            seen = reported = 0
+            seen = digits_seen = reported = 0  # seen counts negatives too; the bar, digits only
             for step in range(steps_per_epoch):
                 batch = order[step * config.batch_size : (step + 1) * config.batch_size]
-                images, labels = augment_batch(x_train[batch], augment), y_train[batch]
+                images, labels = x_train[batch], y_train[batch]
+                if negatives is not None:
+                    images, labels = _add_negatives(images, labels, negatives, config.negatives)
+                images = augment_batch(images, augment)
                 optimizer.zero_grad(set_to_none=True)
                 with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
                     logits = model(images).float()
@@ -400,18 +416,19 @@ def fit(
                     ema.update(model)
                 schedule.step()
                 with torch.no_grad():
-                    loss_sum += loss.detach() * len(batch)
+                    loss_sum += loss.detach() * len(labels)
                     correct += (logits.argmax(1) == labels).sum()
-                seen += len(batch)
+                seen += len(labels)
+                digits_seen += len(batch)
                 if step % 20 == 0 or step == steps_per_epoch - 1:
                     elapsed = time.perf_counter() - started
                     reporter.advance(
-                        seen - reported,
+                        digits_seen - reported,
                         loss_sum.item() / seen,
                         correct.item() / seen,
                         seen / max(elapsed, 1e-9),
                     )
-                    reported = seen
+                    reported = digits_seen
             seconds = time.perf_counter() - started
 
             val_loss = val_accuracy = None
@@ -461,11 +478,28 @@ def fit(
                 return out_dir
 
     _write_metrics(out_dir, config, data, history, best_epoch, has_val, bf16)
-    # A temperature fitted on the validation split, then model.onnx for the torch-free predictor.
+    # A temperature fitted on held-out data, then model.onnx for the torch-free predictor.
     from digits.export import finish_run
 
-    finish_run(out_dir, x_val, y_val)
+    finish_run(out_dir, x_val, y_val, x_train, y_train)
     return out_dir
+
+
+def _negative_images() -> torch.Tensor:
+    from digits.data.negatives import load_negatives
+
+    return to_tensor(load_negatives("train").images)
+
+
+def _add_negatives(
+    images: torch.Tensor, labels: torch.Tensor, negatives: torch.Tensor, share: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The batch with round(share × its size) random non-digits appended, labelled 10. Drawn from
+    torch's generator, which training reseeds every epoch, so resumed runs stay exact."""
+    count = max(1, round(share * len(images)))
+    picked = negatives[torch.randint(len(negatives), (count,))]
+    other = torch.full((count,), 10, dtype=labels.dtype)
+    return torch.cat([images, picked]), torch.cat([labels, other])
 
 
 def train_or_reuse(

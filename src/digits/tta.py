@@ -54,8 +54,8 @@ def tta_probabilities(
     if not views:
         raise ValueError("test-time augmentation needs at least one view")
     tensor = to_tensor(images)
-    total = torch.zeros(len(tensor), 10, dtype=torch.float64)
-    for dx, dy, degrees in views:
-        logits = predict_logits(model, transform(tensor, dx, dy, degrees))
-        total += torch.softmax(logits.double(), dim=1)
-    return (total / len(views)).numpy()
+    views_probabilities = [
+        torch.softmax(predict_logits(model, transform(tensor, dx, dy, degrees)).double(), dim=1)
+        for dx, dy, degrees in views
+    ]
+    return (torch.stack(views_probabilities).sum(0) / len(views)).numpy()

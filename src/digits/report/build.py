@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
+from digits.answers import split_not_digit
 from digits.atomic import atomic_write_bytes, atomic_write_text
 from digits.data import DigitData, load_mnist, stratified_split
 from digits.evaluate import Metrics, compute_metrics, model_probabilities
@@ -227,7 +228,9 @@ def build_report(
     history = read_history(run_dir) if (run_dir / HISTORY_FILE).exists() else []
     run_metrics = read_metrics(run_dir) if (run_dir / METRICS_FILE).exists() else None
 
-    figures = _figures(config, data, history, evaluation, probabilities, metrics)
+    # The figures show which digit the model took each image for; refusals are in the metrics.
+    digit_probabilities, _ = split_not_digit(probabilities)
+    figures = _figures(config, data, history, evaluation, digit_probabilities, metrics)
     pngs = {stem: png_bytes(figure) for stem, figure in figures.items() if figure is not None}
     out.mkdir(parents=True, exist_ok=True)
     paths = {}

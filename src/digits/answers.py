@@ -1,0 +1,64 @@
+"""How a model's output becomes an answer: a digit, "not sure", or "not a digit".
+
+One place for the rules, so that `digits predict`, `digits read`, the HTTP API, the page and
+`digits evaluate` answer alike:
+
+- A model trained with negatives (`negatives` > 0 in its recipe) has an eleventh output, "not a
+  digit". When its probability reaches `NOT_DIGIT_THRESHOLD`, the answer is `digit: null` with a
+  reason that starts "not a digit". The ten digit probabilities are then renormalised among
+  themselves: they say which digit it is, given that it is one.
+- Otherwise, when the best digit's calibrated probability is below `NOT_SURE_THRESHOLD`, the answer
+  is `digit: null`, "not sure: ...". With a calibrated model "51 % sure" means right about half
+  the time, so 0.5 is where a guess stops being more likely right than wrong.
+- "no digit: ..." (nothing on the image) comes from preprocessing, before any model runs.
+
+NumPy only: this is on the torch-free prediction path.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+NOT_SURE_THRESHOLD = 0.5
+"""Default confidence below which an answer is "not sure" (CLI `--min-confidence`, service
+`DIGITS_SERVE_THRESHOLD`)."""
+
+NOT_DIGIT_THRESHOLD = 0.5
+"""Probability of the "not a digit" class from which an input is refused as not a digit."""
+
+DIGITS = 10
+
+
+def split_not_digit(probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """N×10 or N×11 class probabilities → (N×10 digit probabilities summing to 1, the N
+    "not a digit" probabilities, or None for a model without that class)."""
+    probabilities = np.asarray(probabilities)
+    if probabilities.ndim != 2 or probabilities.shape[1] not in (DIGITS, DIGITS + 1):
+        raise ValueError(f"probabilities must be N×10 or N×11, got {probabilities.shape}")
+    if probabilities.shape[1] == DIGITS:
+        return probabilities, None
+    digits = probabilities[:, :DIGITS]
+    total = digits.sum(axis=1, keepdims=True)
+    return digits / np.maximum(total, 1e-30), probabilities[:, DIGITS]
+
+
+def percent(value: float) -> str:
+    """A share as a whole percentage, never rounded up to a threshold it is below (0.929 with a
+    threshold of 0.93 reads "92 %", not "93 %")."""
+    return f"{math.floor(value * 100 + 1e-9):.0f} %"
+
+
+def not_sure_reason(best: int, confidence: float, threshold: float) -> str:
+    return (
+        f"not sure: best guess {best} at {percent(confidence)}, "
+        f"below the {math.ceil(threshold * 100 - 1e-9):.0f} % threshold"
+    )
+
+
+def not_digit_reason(not_digit: float, best: int) -> str:
+    return (
+        f"not a digit: this looks like a letter, a symbol or a drawing "
+        f"({percent(not_digit)} sure; the closest digit is {best})"
+    )
