@@ -18,6 +18,8 @@ NumPy only: this is on the torch-free prediction path.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -29,6 +31,13 @@ NOT_DIGIT_THRESHOLD = 0.5
 """Probability of the "not a digit" class from which an input is refused as not a digit."""
 
 DIGITS = 10
+
+# What each kind of null answer's reason starts with; `answer_kind` reads them back.
+NO_DIGIT = "no digit"
+NOT_A_DIGIT = "not a digit"
+NOT_SURE = "not sure"
+Answer = Literal["digit", "no_digit", "not_digit", "not_sure"]
+"""The kinds of answer, as the API's `answer` field names them."""
 
 
 def split_not_digit(probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
@@ -52,13 +61,47 @@ def percent(value: float) -> str:
 
 def not_sure_reason(best: int, confidence: float, threshold: float) -> str:
     return (
-        f"not sure: best guess {best} at {percent(confidence)}, "
+        f"{NOT_SURE}: best guess {best} at {percent(confidence)}, "
         f"below the {math.ceil(threshold * 100 - 1e-9):.0f} % threshold"
     )
 
 
 def not_digit_reason(not_digit: float, best: int) -> str:
     return (
-        f"not a digit: this looks like a letter, a symbol or a drawing "
+        f"{NOT_A_DIGIT}: this looks like a letter, a symbol or a drawing "
         f"({percent(not_digit)} sure; the closest digit is {best})"
     )
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The answer for one row of digit probabilities."""
+
+    digit: int | None
+    reason: str | None
+    confidence: float
+    """The best digit's probability, whether or not it was given as the answer."""
+
+
+def judge(row: np.ndarray, threshold: float, not_digit: float | None = None) -> Verdict:
+    """One image's digit probabilities (and its "not a digit" probability, for models with
+    that class) → the digit, or null and why."""
+    best = int(np.argmax(row))
+    confidence = float(row[best])
+    if not_digit is not None and not_digit >= NOT_DIGIT_THRESHOLD:
+        return Verdict(None, not_digit_reason(not_digit, best), confidence)
+    if confidence < threshold:
+        return Verdict(None, not_sure_reason(best, confidence, threshold), confidence)
+    return Verdict(best, None, confidence)
+
+
+def answer_kind(digit: int | None, reason: str | None) -> Answer:
+    """What kind of answer a digit (or null) and its reason are."""
+    if digit is not None:
+        return "digit"
+    text = reason or ""
+    if text.startswith(NOT_A_DIGIT):
+        return "not_digit"
+    if text.startswith(NOT_SURE):
+        return "not_sure"
+    return "no_digit"

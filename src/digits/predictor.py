@@ -20,12 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from digits.answers import (
-    NOT_DIGIT_THRESHOLD,
-    NOT_SURE_THRESHOLD,
-    not_digit_reason,
-    not_sure_reason,
-)
+from digits.answers import NOT_SURE_THRESHOLD, answer_kind, judge
 from digits.preprocess import PREPROCESSING_VERSION, ImageError, Source, describe_source, preprocess
 
 ONNX_FILE = "model.onnx"
@@ -128,6 +123,11 @@ class Prediction:
     not_digit: float | None = None
     """Probability that the input is no digit at all (models with that class; else None)."""
 
+    @property
+    def answer(self) -> str:
+        """The kind of answer (`digits.answers.Answer`), or "error" for an unusable input."""
+        return "error" if self.error is not None else answer_kind(self.digit, self.reason)
+
     def top(self, k: int) -> list[dict[str, float | int]]:
         if self.probabilities is None:
             return []
@@ -138,6 +138,7 @@ class Prediction:
         document: dict[str, Any] = {
             "file": self.file,
             "digit": self.digit,
+            "answer": self.answer,
             "confidence": self.confidence,
         }
         if top:
@@ -287,16 +288,11 @@ def fill_prediction(
 ) -> None:
     """Set digit, confidence and probabilities from one probability row (and the probability
     that the input is not a digit, for models that have that class); see `digits.answers`."""
-    best = int(np.argmax(row))
-    prediction.confidence = float(row[best])
+    verdict = judge(row, min_confidence, not_digit)
+    prediction.digit, prediction.reason = verdict.digit, verdict.reason
+    prediction.confidence = verdict.confidence
     prediction.probabilities = [float(p) for p in row]
     prediction.not_digit = not_digit
-    if not_digit is not None and not_digit >= NOT_DIGIT_THRESHOLD:
-        prediction.reason = not_digit_reason(not_digit, best)
-    elif prediction.confidence >= min_confidence:
-        prediction.digit = best
-    else:
-        prediction.reason = not_sure_reason(best, prediction.confidence, min_confidence)
 
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from digits.answers import NOT_A_DIGIT, NOT_SURE_THRESHOLD, answer_kind, judge
 from digits.components import Component
 from digits.preprocess import (
     Ink,
@@ -72,6 +73,8 @@ class ReadDigit:
     box: tuple[int, int, int, int]
     probabilities: list[float] = field(repr=False)
     pixels: np.ndarray = field(repr=False)
+    not_digit: float | None = None
+    """Probability that this piece is no digit (models with that class; else None)."""
 
 
 @dataclass
@@ -285,21 +288,37 @@ def read_number(
     source: Source,
     *,
     name: str | None = None,
-    min_confidence: float = 0.0,
+    min_confidence: float = NOT_SURE_THRESHOLD,
 ) -> Reading:
-    """Segment an image into digits and classify each; unsure digits read as '?'."""
+    """Segment an image into digits and classify each; unsure digits read as '?'. Pieces the
+    model takes for no digit at all (a dash, a letter, a scribble) are left out of the number."""
     name = name or describe_source(source)
     found = segment(source, name=name, classify=predictor.predict_arrays)
     if isinstance(found, str):
         return Reading(name, "", [], found)
-    probabilities = predictor.predict_arrays(np.stack([s.pixels for s in found]))
+    probabilities, refusals = predictor.score_arrays(np.stack([s.pixels for s in found]))
     digits = []
-    for piece, row in zip(found, probabilities, strict=True):
-        best = int(np.argmax(row))
-        confidence = float(row[best])
-        digit = best if confidence >= min_confidence else None
+    for index, (piece, row) in enumerate(zip(found, probabilities, strict=True)):
+        not_digit = None if refusals is None else float(refusals[index])
+        verdict = judge(row, min_confidence, not_digit)
+        if answer_kind(verdict.digit, verdict.reason) == "not_digit":
+            continue
         digits.append(
-            ReadDigit(digit, confidence, piece.box, [float(p) for p in row], piece.pixels)
+            ReadDigit(
+                verdict.digit,
+                verdict.confidence,
+                piece.box,
+                [float(p) for p in row],
+                piece.pixels,
+                not_digit,
+            )
         )
     text = "".join("?" if d.digit is None else str(d.digit) for d in digits)
-    return Reading(name, text, digits)
+    left_out = len(found) - len(digits)
+    if not digits:
+        return Reading(name, "", [], f"{NOT_A_DIGIT}: nothing in the image looks like a digit")
+    reason = None
+    if left_out:
+        marks = "mark that is" if left_out == 1 else "marks that are"
+        reason = f"left out {left_out} {marks} not a digit"
+    return Reading(name, text, digits, reason)

@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from digits.answers import NOT_SURE_THRESHOLD
 from digits.cli.common import app, console, err_console, friendly_errors, print_json
 
 kaggle_app = typer.Typer(help="Kaggle Digit Recognizer submissions.", no_args_is_help=True)
@@ -23,7 +24,10 @@ JsonOption = Annotated[bool, typer.Option("--json", help="One JSON document on s
 MinConfidence = Annotated[
     float,
     typer.Option(
-        "--min-confidence", min=0.0, max=1.0, help="Answers less sure than this become null."
+        "--min-confidence",
+        min=0.0,
+        max=1.0,
+        help='Answers less sure than this are "not sure" (null); the service uses the same.',
     ),
 ]
 
@@ -66,7 +70,7 @@ def predict_command(
     inputs: Annotated[list[Path], typer.Argument(help="Image files or directories (walked).")],
     as_json: JsonOption = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="CSV on stdout.")] = False,
-    min_confidence: MinConfidence = 0.0,
+    min_confidence: MinConfidence = NOT_SURE_THRESHOLD,
     top: Annotated[int, typer.Option(min=1, max=10, help="Show the K likeliest digits.")] = 1,
     debug_dir: Annotated[
         Path | None, typer.Option(help="Save each 28×28 the model saw here, as PNG.")
@@ -132,7 +136,7 @@ def read_command(
     model: Annotated[Path, typer.Argument(help="A run directory or an .onnx file.")],
     image: Annotated[Path, typer.Argument(help="An image with one or more digits in a row.")],
     as_json: JsonOption = False,
-    min_confidence: MinConfidence = 0.0,
+    min_confidence: MinConfidence = NOT_SURE_THRESHOLD,
 ) -> None:
     """Several digits in one image, read left to right, with per-digit confidence and boxes."""
     from digits.predictor import Predictor

@@ -16,6 +16,7 @@ from typing import TypeVar
 
 import numpy as np
 
+from digits.answers import answer_kind, judge
 from digits.predictor import Predictor
 from digits.preprocess import ImageError, preprocess
 from digits.segment import read_number
@@ -86,24 +87,17 @@ class Recognizer:
         """Load MODEL (a run directory or an .onnx file) once, for the life of the process."""
         return cls(Predictor.from_path(model, threads=THREADS), threshold, max_digits)
 
-    def _judge(self, row: np.ndarray) -> tuple[int | None, str | None, float]:
-        best = int(np.argmax(row))
-        confidence = float(row[best])
-        if confidence >= self.threshold:
-            return best, None, confidence
-        reason = (
-            f"not sure: best guess {best} at {confidence:.0%}, "
-            f"below the {self.threshold:.0%} threshold"
-        )
-        return None, reason, confidence
-
     def _answer(self, pixels: np.ndarray) -> PredictResponse:
-        row = self.predictor.predict_arrays(pixels[None])[0]
-        digit, reason, confidence = self._judge(row)
+        probabilities, refusals = self.predictor.score_arrays(pixels[None])
+        row = probabilities[0]
+        not_digit = None if refusals is None else float(refusals[0])
+        verdict = judge(row, self.threshold, not_digit)
         return PredictResponse(
-            digit=digit,
-            reason=reason,
-            confidence=confidence,
+            digit=verdict.digit,
+            answer=answer_kind(verdict.digit, verdict.reason),
+            reason=verdict.reason,
+            confidence=verdict.confidence,
+            not_digit=not_digit,
             probabilities=[float(p) for p in row],
             preview=png_data_url(pixels),
             model=self.info.name,
@@ -112,7 +106,9 @@ class Recognizer:
     def _no_digit(self, reason: str) -> PredictResponse:
         return PredictResponse(
             digit=None,
+            answer="no_digit",
             reason=reason,
+            not_digit=None,
             confidence=0.0,
             probabilities=[0.0] * 10,
             preview=None,
@@ -141,13 +137,15 @@ class Recognizer:
         digits = []
         for piece in found:
             row = np.asarray(piece.probabilities, dtype=np.float32)
-            digit, reason, confidence = self._judge(row)
+            verdict = judge(row, self.threshold, piece.not_digit)
             left, top, right, bottom = (round(v * scale) for v in piece.box)
             digits.append(
                 ReadDigit(
-                    digit=digit,
-                    reason=reason,
-                    confidence=confidence,
+                    digit=verdict.digit,
+                    answer=answer_kind(verdict.digit, verdict.reason),
+                    reason=verdict.reason,
+                    confidence=verdict.confidence,
+                    not_digit=piece.not_digit,
                     probabilities=piece.probabilities,
                     preview=png_data_url(piece.pixels),
                     box=Box(x=left, y=top, width=right - left, height=bottom - top),

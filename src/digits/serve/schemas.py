@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field, model_validator
 
+from digits.answers import Answer
+
 
 class PredictRequest(BaseModel):
     """One image as JSON: either a base64 image file or 784 MNIST-style pixel values."""
@@ -38,12 +40,28 @@ class Prediction(BaseModel):
     """What the model made of one digit."""
 
     digit: int | None = Field(
-        description="The digit, or null when there is none or the model is not sure.", ge=0, le=9
+        description="The digit, or null when there is none, it is not a digit or the model is "
+        "not sure.",
+        ge=0,
+        le=9,
+    )
+    answer: Answer = Field(
+        description='What kind of answer this is: a digit; "no_digit" (nothing written); '
+        '"not_digit" (a letter, symbol or drawing); "not_sure" (below the threshold).'
     )
     reason: str | None = Field(
-        None, description='Why `digit` is null: "no digit: ..." or "not sure: ...".'
+        None,
+        description='Why `digit` is null: "no digit: ...", "not a digit: ..." or "not sure: ...".',
     )
-    confidence: float = Field(description="Probability of the most likely digit, 0–1.")
+    confidence: float = Field(
+        description="Calibrated probability of the most likely digit, 0–1: of answers given at "
+        "90 %, about 9 in 10 are right."
+    )
+    not_digit: float | None = Field(
+        None,
+        description="Probability that the input is no digit at all; null for a model trained "
+        'without the "not a digit" class.',
+    )
     probabilities: list[float] = Field(
         description="Probability of each digit 0–9.", min_length=10, max_length=10
     )

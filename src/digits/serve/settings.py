@@ -11,6 +11,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from digits.answers import NOT_SURE_THRESHOLD
+
 MIB = 1024 * 1024
 
 
@@ -33,7 +35,7 @@ class Settings(BaseSettings):
     """Largest image file accepted, in bytes (a base64 body may be a third larger)."""
     max_pixels: int = Field(default=40_000_000, ge=784)
     """Largest image accepted, in pixels (width × height), checked before decoding."""
-    threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    threshold: float = Field(default=NOT_SURE_THRESHOLD, ge=0.0, le=1.0)
     """Below this confidence the answer is "not sure" and `digit` is null."""
     max_digits: int = Field(default=32, ge=1, le=1000)
     """Most digits /api/read returns for one image."""

@@ -108,9 +108,10 @@ def _unsupported_body(media: str) -> APIError:
 async def predict(request: Request, recognizer: RecognizerDep, settings: SettingsDep) -> Response:
     """The digit in an image, prepared as MNIST was (grey, ink bright, cropped, 20 px, centred).
 
-    `digit` is null, with a `reason`, when there is no ink ("no digit: ...") or the confidence is
-    below the threshold ("not sure: ..."). JSON `pixels` are taken as an MNIST image already and
-    go to the model unchanged."""
+    `digit` is null, with a `reason` and the kind of `answer`, when there is no ink ("no digit:
+    ..."), the model takes it for a letter, symbol or drawing ("not a digit: ...", models trained
+    with that class) or the confidence is below the threshold ("not sure: ..."). JSON `pixels`
+    are taken as an MNIST image already and go to the model unchanged."""
     media = _media_type(request)
     if media == "multipart/form-data":
         data = await _uploaded_file(request, settings)

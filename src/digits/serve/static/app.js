@@ -202,17 +202,24 @@
       prediction.textContent = String(result.digit);
       prediction.dataset.state = "digit";
       status.textContent = `${result.digit}, ${percent}% sure.`;
-    } else if (result.reason && result.reason.startsWith("no digit")) {
+    } else if (result.answer === "no_digit") {
       prediction.textContent = "–";
       prediction.dataset.state = "empty";
       status.textContent = "No digit found: " + result.reason.replace(/^no digit:?\s*/, "");
+    } else if (result.answer === "not_digit") {
+      prediction.textContent = "✗";
+      prediction.dataset.state = "notdigit";
+      status.textContent =
+        "Not a digit: that looks like a letter, a symbol or a drawing. Write a single digit 0–9.";
     } else {
       const best = result.probabilities.indexOf(Math.max(...result.probabilities));
       prediction.textContent = "?";
       prediction.dataset.state = "unsure";
       status.textContent = `Not sure: maybe ${best} (${percent}%). Try drawing it larger or clearer.`;
     }
-    setBars(result.reason && result.reason.startsWith("no digit") ? null : result.probabilities);
+    // Bars would rank digits for something that holds none.
+    const digitless = result.answer === "no_digit" || result.answer === "not_digit";
+    setBars(digitless ? null : result.probabilities);
     setPreview(result.preview);
     readBox.hidden = true;
   }
