@@ -6,9 +6,21 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torch.nn import functional
 
-from digits.augment import AugmentConfig, augment_batch, elastic_field, random_affine
+from digits.augment import (
+    AugmentConfig,
+    augment_batch,
+    binarise,
+    change_stroke_width,
+    elastic_field,
+    gaussian_blur,
+    jpeg_compress,
+    lose_resolution,
+    random_affine,
+)
 
+probabilities = st.floats(0, 1)
 strengths = st.builds(
     AugmentConfig,
     rotation=st.floats(0, 45),
@@ -17,12 +29,45 @@ strengths = st.builds(
     shear=st.floats(0, 30),
     elastic=st.floats(0, 3),
     elastic_sigma=st.floats(1, 8),
+    stretch=st.floats(0, 0.5),
+    thicken=st.floats(0, 4),
+    thin=st.floats(0, 2),
+    lowres=probabilities,
+    blur=probabilities,
+    jpeg=probabilities,
+    binarise=probabilities,
 )
+PEN_AND_SCAN = {
+    "stretch": 0.2,
+    "thicken": 2.0,
+    "thin": 1.0,
+    "lowres": 0.5,
+    "blur": 0.5,
+    "jpeg": 0.5,
+    "binarise": 0.5,
+}
 
 
 def _images(n: int, seed: int) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     return torch.rand(n, 1, 28, 28, generator=generator)
+
+
+def _rings(n: int, width: float = 2.5) -> torch.Tensor:
+    """Anti-aliased rings (a pen's "0") of radii 4-8 px, strokes `width` px wide, bright on dark."""
+    rows = torch.arange(28.0).view(1, 28, 1) - 13.5
+    cols = torch.arange(28.0).view(1, 1, 28) - 13.5
+    radii = torch.linspace(4, 8, n).view(n, 1, 1)
+    distance = (rows**2 + cols**2).sqrt()
+    return (width / 2 - (distance - radii).abs() + 0.5).clamp(0, 1).unsqueeze(1)
+
+
+def _high_frequency_energy(images: torch.Tensor) -> torch.Tensor:
+    """Per image, the spectral energy above a quarter of the sampling rate (periods < 4 px)."""
+    spectrum = torch.fft.fft2(images[:, 0]).abs() ** 2
+    frequencies = torch.fft.fftfreq(images.shape[-1]).abs()
+    high = (frequencies.view(-1, 1) > 0.25) | (frequencies.view(1, -1) > 0.25)
+    return (spectrum * high).sum(dim=(1, 2))
 
 
 @settings(max_examples=40, deadline=None)
@@ -126,6 +171,14 @@ def test_elastic_field_has_the_asked_typical_displacement() -> None:
         ({"elastic_sigma": 0}, "elastic_sigma must be > 0"),
         ({"rotation": "ten"}, "rotation must be a number"),
         ({"flip": 1}, "unknown augmentation keys: flip"),
+        ({"stretch": 1}, "stretch must be < 1"),
+        ({"thicken": 5}, "thicken must be <= 4 pixels"),
+        ({"thin": 2.5}, "thin must be <= 2 pixels"),
+        ({"thin": -1}, "thin must be a finite number >= 0"),
+        ({"lowres": 1.5}, "lowres is a probability and must be <= 1"),
+        ({"blur": 2}, "blur is a probability and must be <= 1"),
+        ({"jpeg": float("nan")}, "jpeg must be a finite number >= 0"),
+        ({"binarise": True}, "binarise must be a number"),
     ],
 )
 def test_bad_strengths_are_clear_errors(values: dict[str, object], message: str) -> None:
@@ -139,3 +192,156 @@ def test_bad_batches_are_clear_errors() -> None:
         augment_batch(torch.zeros(2, 28, 28), config)
     with pytest.raises(ValueError, match="float"):
         augment_batch(torch.zeros(2, 1, 28, 28, dtype=torch.uint8), config)
+
+
+def test_pen_and_scan_effects_are_off_by_default_and_leave_old_configs_as_they_were() -> None:
+    plain = AugmentConfig()
+    assert not plain.enabled
+    assert all(getattr(plain, name) == 0 for name in PEN_AND_SCAN)
+    # A config without the newer effects writes the dictionary it always wrote...
+    old = AugmentConfig(rotation=10, zoom=0.1, shift=0.1)
+    assert old.to_dict() == {
+        "rotation": 10,
+        "zoom": 0.1,
+        "shift": 0.1,
+        "shear": 0.0,
+        "elastic": 0.0,
+        "elastic_sigma": 4.0,
+    }
+    assert AugmentConfig.from_dict(old.to_dict()) == old
+    assert AugmentConfig(**PEN_AND_SCAN).to_dict()["binarise"] == 0.5
+    # ...and draws exactly the random numbers it always drew: only the affine matrices.
+    images = _rings(16)
+    seen = torch.Generator().manual_seed(5)
+    out = augment_batch(images, old, seen)
+    expected = torch.Generator().manual_seed(5)
+    theta = random_affine(16, old, expected)
+    grid = functional.affine_grid(theta, [16, 1, 28, 28], align_corners=False)
+    assert torch.equal(out, functional.grid_sample(images, grid, align_corners=False).clamp(0, 1))
+    assert torch.equal(seen.get_state(), expected.get_state())
+
+
+def test_pen_and_scan_effects_are_seeded() -> None:
+    images = _rings(32)
+    config = AugmentConfig(**PEN_AND_SCAN)
+    first = augment_batch(images, config, torch.Generator().manual_seed(1))
+    again = augment_batch(images, config, torch.Generator().manual_seed(1))
+    other = augment_batch(images, config, torch.Generator().manual_seed(2))
+    assert torch.equal(first, again)
+    assert not torch.equal(first, other)
+    torch.manual_seed(3)
+    global_first = augment_batch(images, config)
+    torch.manual_seed(3)
+    assert torch.equal(augment_batch(images, config), global_first)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_pen_and_scan_effects_keep_the_dtype(dtype: torch.dtype) -> None:
+    images = _rings(8).to(dtype)
+    out = augment_batch(images, AugmentConfig(**PEN_AND_SCAN), torch.Generator().manual_seed(0))
+    assert out.dtype == dtype
+    assert out.shape == images.shape
+
+
+def test_thickening_adds_ink_and_thinning_removes_it_by_the_asked_width() -> None:
+    rings = _rings(8, width=2.5)
+    mass = rings.sum(dim=(1, 2, 3))
+    length = 2 * torch.pi * torch.linspace(4, 8, 8)
+    for change in (-1.0, -0.5, 0.5, 1.0, 2.0, 3.0, 4.0):
+        out = change_stroke_width(rings, torch.full((8,), change))
+        # Ink over the ring's length is the stroke width; the octagonal pen moves curved edges
+        # a little less than straight ones.
+        gained = (out.sum(dim=(1, 2, 3)) - mass) / length
+        assert ((gained - change).abs() < 0.15 * abs(change) + 0.1).all(), change
+        assert out.min() >= 0 and out.max() <= 1
+    thicker = augment_batch(rings, AugmentConfig(thicken=3), torch.Generator().manual_seed(0))
+    thinner = augment_batch(rings, AugmentConfig(thin=1.5), torch.Generator().manual_seed(0))
+    assert (thicker.sum(dim=(1, 2, 3)) >= rings.sum(dim=(1, 2, 3)) - 1e-4).all()
+    assert (thinner.sum(dim=(1, 2, 3)) <= rings.sum(dim=(1, 2, 3)) + 1e-4).all()
+    assert thicker.sum() > 1.3 * rings.sum() and thinner.sum() < 0.9 * rings.sum()
+
+
+def test_binarisation_gives_two_levels_or_anti_aliased_edges_at_the_drawn_threshold() -> None:
+    images = _rings(16) * 0.9 + _images(16, 0) * 0.1
+    levels = torch.linspace(0.25, 0.75, 16)
+    hard = binarise(images, levels, torch.zeros(16, dtype=torch.bool))
+    assert set(hard.unique().tolist()) <= {0.0, 1.0}
+    assert torch.equal(hard, (images >= levels.view(-1, 1, 1, 1)).float())
+    # Anti-aliased: close to thresholding at 8× the size and averaging back down.
+    smooth = binarise(images, levels, torch.ones(16, dtype=torch.bool))
+    big = functional.interpolate(images, scale_factor=8, mode="bilinear", align_corners=False)
+    reference = functional.avg_pool2d((big >= levels.view(-1, 1, 1, 1)).float(), 8)
+    assert (smooth - reference).abs().mean() < 0.02
+    assert (hard - reference).abs().mean() > 1.5 * (smooth - reference).abs().mean()
+    # In a batch, about half of the binarised images keep exactly two levels.
+    out = augment_batch(_rings(200), AugmentConfig(binarise=1), torch.Generator().manual_seed(0))
+    two_levels = sum(set(image.unique().tolist()) <= {0.0, 1.0} for image in out)
+    assert 60 < two_levels < 140
+
+
+def test_resolution_loss_removes_high_frequencies_as_interpolate_would() -> None:
+    images = _rings(12) * 0.7 + _images(12, 1) * 0.3
+    sides = torch.tensor([11, 12, 14, 16, 18, 20, 22, 11, 13, 15, 17, 19])
+    nearest = torch.arange(12) % 2 == 1
+    out = lose_resolution(images, sides, nearest)
+    for index in range(12):
+        side = int(sides[index])
+        small = functional.interpolate(images[index : index + 1], size=(side, side), mode="area")
+        mode = "nearest" if nearest[index] else "bilinear"
+        corners = None if nearest[index] else False
+        back = functional.interpolate(small, size=(28, 28), mode=mode, align_corners=corners)
+        assert torch.allclose(out[index : index + 1], back, atol=1e-5)
+    smooth = ~nearest
+    ratio = _high_frequency_energy(out) / _high_frequency_energy(images)
+    assert (ratio[smooth] < 0.35).all()
+    assert (ratio < 0.9).all()  # enlarging by repetition adds its own edges, but fewer
+    blurred = augment_batch(images, AugmentConfig(lowres=1), torch.Generator().manual_seed(0))
+    assert (_high_frequency_energy(blurred) < _high_frequency_energy(images)).all()
+
+
+def test_blur_spreads_a_point_by_the_drawn_sigma_and_keeps_the_ink() -> None:
+    point = torch.zeros(3, 1, 28, 28)
+    point[:, 0, 14, 14] = 1.0
+    sigmas = torch.tensor([0.5, 1.0, 1.5])
+    out = gaussian_blur(point, sigmas)
+    assert torch.allclose(out.sum(dim=(1, 2, 3)), torch.ones(3), atol=1e-5)
+    offsets = torch.arange(28.0) - 14
+    spread = (out[:, 0].sum(dim=1) * offsets**2).sum(dim=1).sqrt()
+    assert torch.allclose(spread, sigmas, atol=0.05)
+    images = _rings(8)
+    blurred = augment_batch(images, AugmentConfig(blur=1), torch.Generator().manual_seed(0))
+    assert (_high_frequency_energy(blurred) < 0.5 * _high_frequency_energy(images)).all()
+
+
+def test_jpeg_quantises_blocks_more_at_lower_quality_and_keeps_blank_blank() -> None:
+    images = _rings(16)
+    errors = [
+        (jpeg_compress(images, torch.full((16,), quality)) - images).abs().mean()
+        for quality in (10.0, 30.0, 70.0, 95.0)
+    ]
+    assert errors[0] > errors[1] > errors[2] > errors[3] > 0
+    assert errors[0] > 0.02 and errors[3] < 0.01
+    out = jpeg_compress(images, torch.full((16,), 10.0))
+    assert torch.equal(out * 255, (out * 255).round())  # decoded to 8-bit levels
+    blank = jpeg_compress(torch.zeros(4, 1, 28, 28), torch.full((4,), 10.0))
+    assert torch.count_nonzero(blank) == 0
+    # Blocks of one grey level hold only their mean, which JPEG keeps here: they pass unchanged.
+    flat = torch.zeros(1, 1, 28, 28)
+    flat[..., :8, :8], flat[..., 8:16, 16:24] = 100 / 255, 1.0
+    assert torch.allclose(jpeg_compress(flat, torch.tensor([10.0])), flat, atol=1e-6)
+
+
+def test_stretch_changes_the_width_and_not_the_height() -> None:
+    rows = torch.arange(28.0).view(1, 28, 1) - 13.5
+    cols = torch.arange(28.0).view(1, 1, 28) - 13.5
+    blob = torch.exp(-(rows**2 + cols**2) / (2 * 3.0**2)).expand(500, 28, 28).unsqueeze(1)
+    out = augment_batch(blob, AugmentConfig(stretch=0.3), torch.Generator().manual_seed(0))
+
+    def spread(images: torch.Tensor, axis: torch.Tensor) -> torch.Tensor:
+        return ((images[:, 0] * axis**2).sum(dim=(1, 2)) / images[:, 0].sum(dim=(1, 2))).sqrt()
+
+    width = spread(out, cols) / spread(blob, cols)
+    height = spread(out, rows) / spread(blob, rows)
+    assert (height - 1).abs().max() < 0.02
+    assert width.min() > 0.7 - 0.02 and width.max() < 1.3 + 0.02
+    assert width.min() < 0.75 and width.max() > 1.25  # the whole range is drawn
