@@ -11,7 +11,6 @@ import pytest
 from typer.testing import CliRunner
 
 from digits.calibration import (
-    NO_VALIDATION,
     expected_calibration_error,
     fit_temperature,
     negative_log_likelihood,
@@ -81,9 +80,21 @@ def test_training_fits_the_temperature_on_validation(mnist: DigitData, tmp_path:
     assert info.temperature_source == calibration["source"]
 
 
-def test_no_validation_split_keeps_temperature_one(trained_cnn_run: Path) -> None:
+def test_run_without_validation_is_calibrated_on_held_out_views(
+    trained_cnn_run: Path, mnist: DigitData
+) -> None:
     calibration = json.loads((trained_cnn_run / "metrics.json").read_text())["calibration"]
-    assert calibration == {"temperature": 1.0, "source": NO_VALIDATION}
+    assert calibration["source"].startswith("held-out views: 10,000 training images")
+    assert calibration["temperature"] != 1.0
+    assert calibration["val_nll_after"] < calibration["val_nll_before"]
+    # What the fit is for: confidence that means what it says on images never trained on.
+    probabilities = Predictor.from_path(trained_cnn_run).predict_arrays(mnist.x_test[:5000])
+    uncalibrated = Predictor.from_path(trained_cnn_run).session.run(
+        ["logits"], {"images": mnist.x_test[:5000, None].astype(np.float32) / 255}
+    )[0]
+    ece = expected_calibration_error(probabilities, mnist.y_test[:5000])
+    assert ece < 0.01
+    assert ece <= expected_calibration_error(softmax(uncalibrated), mnist.y_test[:5000]) + 0.002
 
 
 def test_evaluate_reports_ece_before_and_after(trained_cnn_run: Path, small_npz: Path) -> None:
@@ -94,7 +105,8 @@ def test_evaluate_reports_ece_before_and_after(trained_cnn_run: Path, small_npz:
     report = json.loads(result.stdout)
     assert {"accuracy", "loss", "confusion_matrix", "run"} <= set(report)  # existing keys stay
     assert report["count"] == 1000
-    assert 0 <= report["ece"] < 0.05 and report["ece_calibrated"] == pytest.approx(report["ece"])
-    assert report["temperature"] == 1.0 and "no validation split" in report["temperature_source"]
+    # A seed cnn without label smoothing is nearly calibrated as it is; it must stay so.
+    assert 0 <= report["ece"] < 0.05 and 0 <= report["ece_calibrated"] < 0.02
+    assert report["temperature"] != 1.0 and "no validation split" in report["temperature_source"]
     human = runner.invoke(app, ["evaluate", str(trained_cnn_run), "--data", str(small_npz)])
     assert "calibration: ECE" in human.stdout

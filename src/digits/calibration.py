@@ -9,8 +9,8 @@ and `calibration_summary` touch the torch model.
 The temperature is fitted on data the model did not train on: the validation split when the run
 has one. A run trained on all its images (`speed`, the `-long` recipes) has none; it is fitted
 instead on views it never saw: 10 000 of its training images, each randomly rotated, scaled and
-shifted (`held_out_views`). A digit turned by a few degrees is still that digit, but not the
-image the network fitted, so its confidence there behaves as on new images (docs/results.md,
+shifted (`held_out_views`, up to 5° and 5 %). A digit turned by a few degrees is still that
+digit, but not the image the network fitted, so its confidence there behaves as on new images (docs/results.md,
 "Calibration", has the test ECE of each way). A model with the eleventh class "not a digit" is
 calibrated on its ten digit logits: what it says once it has said "a digit".
 """
@@ -29,7 +29,10 @@ from digits.atomic import atomic_write_text
 ECE_BINS = 15
 VIEWS = 10_000
 """Training images seen through `VIEWS_AUGMENT` that calibrate a run without a validation split."""
-VIEWS_AUGMENT = {"rotation": 10.0, "zoom": 0.1, "shift": 0.1}
+# Light on purpose: views distorted as strongly as `best`'s augmentation are much harder than new
+# digits for a network trained without augmentation (87 % right against 98.7 % on test for the
+# seed cnn), which would make it under-confident.
+VIEWS_AUGMENT = {"rotation": 5.0, "zoom": 0.05, "shift": 0.05}
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
