@@ -1,15 +1,29 @@
-"""Connected components of a binary mask (8-connectivity), in NumPy alone.
+"""Pieces of an ink mask: connected components, and the shapes that are ink-coloured but not
+writing: a band along the frame's edge (the table or a shadow around the paper) and long straight
+thin lines (a printed box, ruled or squared paper).
 
-The mask is run-length encoded row by row; runs that touch in consecutive rows are joined with a
-vectorised union-find. A photo's ink mask has a few thousand runs at most, so this stays fast
-without SciPy or OpenCV, which the torch-free prediction install does not carry.
+Components come from OpenCV's `connectedComponentsWithStats` (8-connectivity): one pass in C that
+also returns each piece's area and bounding box, several times faster than labelling in NumPy.
+The shape tests are decided from a piece's extent and how it lies against the frame, never from
+contact with the frame alone: strokes of a tightly cropped digit touch the frame too.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
+
+BACKDROP_CONTACT = 0.15  # a backdrop runs along at least this share of the frame's edge...
+BACKDROP_ATTACHED = 0.8  # ...with this share of its pixels reached straight from the edge
+BACKDROP_DEPTH = 0.3  # ...and reaches inward, on average, at most this share of the shorter side
+BACKDROP_SIDE = 0.9  # alone, it must run along this share of a whole side (or of all four)...
+BACKDROP_BAND = 0.4  # ...and, along one side, reach in no further than this share of the frame
+LINE_SPAN = 0.75  # a printed line runs across at least this share of the image
+LINE_THIN = 0.08  # ...and is at most this share of the image thick (at least 3 pixels allowed)
+LINE_BEYOND = 0.04  # ...and reaches this share of the image past the other ink at both ends
+LINE_TILT = 2  # rows (or columns) a line may drift across the image and still count as one
 
 
 @dataclass(frozen=True)
@@ -32,84 +46,181 @@ class Component:
         return self.bottom - self.top
 
 
-def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(row, start, end) of every horizontal run of True, in row-major order; end is exclusive."""
-    height, width = mask.shape
-    padded = np.zeros((height, width + 2), dtype=np.int8)
-    padded[:, 1:-1] = mask
-    steps = np.diff(padded, axis=1).ravel()
-    # One scan for both edges: +1 opens a run, -1 closes it; row-major order pairs them up.
-    edges = np.flatnonzero(steps)
-    opening = steps[edges] == 1
-    starts, ends = edges[opening], edges[~opening]
-    stride = width + 1
-    return starts // stride, starts % stride, ends % stride
-
-
-def _roots(count: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Union-find over `count` nodes and the edges (a, b): the smallest node of each set."""
-    parent = np.arange(count)
-    while True:
-        while True:  # pointer jumping: every node points straight at its root
-            jumped = parent[parent]
-            if np.array_equal(jumped, parent):
-                break
-            parent = jumped
-        root_a, root_b = parent[a], parent[b]
-        if np.array_equal(root_a, root_b):
-            return parent
-        low = np.minimum(root_a, root_b)
-        np.minimum.at(parent, root_a, low)
-        np.minimum.at(parent, root_b, low)
-
-
 def label_components(mask: np.ndarray) -> tuple[np.ndarray, list[Component]]:
-    """Label image (0 = background, 1..K) and the K components, largest first."""
-    mask = np.asarray(mask, dtype=bool)
+    """Label image (int32, 0 = background, 1..K) and the K components, largest first."""
+    mask = np.asarray(mask)
     if mask.ndim != 2:
         raise ValueError(f"mask must be 2-D, got shape {mask.shape}")
-    height, width = mask.shape
-    labels = np.zeros((height, width), dtype=np.int32)
-    rows, starts, ends = _runs(mask)
-    if len(rows) == 0:
-        return labels, []
-
-    # Runs i (row r) and j (row r-1) touch under 8-connectivity when start_j <= end_i and
-    # start_i <= end_j. Keys row*stride+column are sorted, so each run's neighbours in the row
-    # above form one contiguous block, found with two binary searches.
-    stride = width + 2
-    start_keys, end_keys = rows * stride + starts, rows * stride + ends
-    above = (rows - 1) * stride
-    first = np.searchsorted(end_keys, above + starts, side="left")
-    last = np.searchsorted(start_keys, above + ends, side="right")
-    counts = np.maximum(last - first, 0)
-    edge_a = np.repeat(np.arange(len(rows)), counts)
-    offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
-    edge_b = np.repeat(first, counts) + offsets
-    roots = _roots(len(rows), edge_a, edge_b)
-
-    unique_roots, run_label = np.unique(roots, return_inverse=True)
-    run_label = run_label + 1
-    count = len(unique_roots)
-    lengths = ends - starts
-    area = np.bincount(run_label, weights=lengths, minlength=count + 1).astype(np.int64)
-    top = np.full(count + 1, height)
-    bottom = np.zeros(count + 1, dtype=np.int64)
-    left = np.full(count + 1, width)
-    right = np.zeros(count + 1, dtype=np.int64)
-    np.minimum.at(top, run_label, rows)
-    np.maximum.at(bottom, run_label, rows + 1)
-    np.minimum.at(left, run_label, starts)
-    np.maximum.at(right, run_label, ends)
-
-    # Paint the label image run by run, touching only the ink pixels (a small share of the image).
-    pixel_run = np.repeat(np.arange(len(rows)), lengths)
-    within = np.arange(len(pixel_run)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    labels.ravel()[(rows * width + starts)[pixel_run] + within] = run_label[pixel_run]
-
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(
+        mask.astype(np.uint8, copy=False), connectivity=8, ltype=cv2.CV_32S
+    )
     components = [
-        Component(k, int(area[k]), int(top[k]), int(left[k]), int(bottom[k]), int(right[k]))
-        for k in range(1, count + 1)
+        Component(k, int(area), int(top), int(left), int(top + height), int(left + width))
+        for k, (left, top, width, height, area) in enumerate(stats[1:].tolist(), start=1)
     ]
     components.sort(key=lambda c: c.area, reverse=True)
     return labels, components
+
+
+def _attached(piece: np.ndarray, sides: tuple[bool, bool, bool, bool]) -> int:
+    """Pixels of `piece` reached by a straight run of ink from one of the given sides (top,
+    bottom, left, right) of its box: all of a band lying along the edge, little of a stroke."""
+    reached = np.zeros(piece.shape, dtype=bool)
+    top, bottom, left, right = sides
+    if top:
+        reached |= np.logical_and.accumulate(piece, axis=0)
+    if bottom:
+        reached |= np.logical_and.accumulate(piece[::-1], axis=0)[::-1]
+    if left:
+        reached |= np.logical_and.accumulate(piece, axis=1)
+    if right:
+        reached |= np.logical_and.accumulate(piece[:, ::-1], axis=1)[:, ::-1]
+    return int(reached.sum())
+
+
+def touches_frame(shape: tuple[int, int], component: Component) -> bool:
+    height, width = shape
+    return (
+        component.top == 0
+        or component.left == 0
+        or component.bottom == height
+        or component.right == width
+    )
+
+
+def is_backdrop(labels: np.ndarray, component: Component, beside_ink: bool) -> bool:
+    """Whether a piece is the table or a shadow along the frame, not a stroke: it lies along a
+    long stretch of the frame's edge, thin inward, and nearly all of it is reached straight from
+    the edge. `beside_ink` says whether the image holds a sizeable piece clear of the frame (a
+    digit in a photo); without one, only a band along a whole side or a frame all round counts:
+    a tightly cropped digit touches the frame too, even along most of a side (the bar of a 7,
+    the base of a 2), but reaches far inward there (its other strokes) or away from the edge."""
+    height, width = labels.shape
+    sides = (
+        component.top == 0,
+        component.bottom == height,
+        component.left == 0,
+        component.right == width,
+    )
+    if not any(sides):
+        return False
+    piece = labels[component.top : component.bottom, component.left : component.right]
+    piece = piece == component.label
+    along = (
+        int(piece[0].sum()) if sides[0] else 0,
+        int(piece[-1].sum()) if sides[1] else 0,
+        int(piece[:, 0].sum()) if sides[2] else 0,
+        int(piece[:, -1].sum()) if sides[3] else 0,
+    )
+    contact = sum(along)
+    if contact < BACKDROP_CONTACT * 2 * (height + width):
+        return False
+    if component.area > BACKDROP_DEPTH * min(height, width) * contact:
+        return False  # reaches far inward on average: not a band along the edge
+    if _attached(piece, sides) < BACKDROP_ATTACHED * component.area:
+        return False
+    if beside_ink:
+        return True
+    lengths = (width, width, height, height)
+    full = [count >= BACKDROP_SIDE * length for count, length in zip(along, lengths, strict=True)]
+    if all(full):
+        return True  # a frame all round the picture
+    thin = (
+        component.height <= BACKDROP_BAND * height,
+        component.height <= BACKDROP_BAND * height,
+        component.width <= BACKDROP_BAND * width,
+        component.width <= BACKDROP_BAND * width,
+    )
+    return any(f and t for f, t in zip(full, thin, strict=True))
+
+
+@dataclass(frozen=True)
+class Line:
+    """A straight thin run of ink across most of the image, horizontal or vertical."""
+
+    horizontal: bool
+    start: int  # first row (horizontal) or column (vertical) of the band it lies in
+    stop: int  # exclusive
+    begin: int  # first column (horizontal) or row (vertical) it covers
+    end: int  # exclusive
+
+
+def _runs(values: np.ndarray) -> list[tuple[int, int]]:
+    """(start, stop) of each run of True in a 1-D boolean array."""
+    steps = np.diff(np.concatenate([[0], values.view(np.int8), [0]]))
+    starts, stops = np.flatnonzero(steps == 1), np.flatnonzero(steps == -1)
+    return list(zip(starts.tolist(), stops.tolist(), strict=True))
+
+
+def _horizontal_lines(mask: np.ndarray, tolerant: np.ndarray) -> list[Line]:
+    """Bands of rows holding one unbroken run of ink across LINE_SPAN of the width; `tolerant`
+    is the mask grown by LINE_TILT rows up and down."""
+    height, width = mask.shape
+    rows = tolerant.sum(axis=1) >= LINE_SPAN * width
+    if not rows.any():
+        return []
+    thick = max(3, round(LINE_THIN * height)) + 2 * LINE_TILT
+    lines = []
+    for start, stop in _runs(rows):
+        if stop - start > thick:
+            continue  # a wide band of ink (a thick stroke, a fill), not a printed line
+        covered = tolerant[start:stop].any(axis=0)
+        for begin, end in _runs(covered):
+            if end - begin >= LINE_SPAN * width:
+                lines.append(Line(True, start, stop, begin, end))
+    return lines
+
+
+def find_lines(mask: np.ndarray) -> list[Line]:
+    """Straight thin lines running across most of the image, along rows or columns."""
+    # A line drifting by a row or two across the image still fills every column of a band a
+    # few rows tall, so the ink counts of the grown mask's rows find it without tracing runs.
+    grow = 2 * LINE_TILT + 1
+    ink = mask.view(np.uint8)
+    lines = _horizontal_lines(mask, cv2.dilate(ink, np.ones((grow, 1), np.uint8)) > 0)
+    tolerant = cv2.dilate(ink, np.ones((1, grow), np.uint8)) > 0
+    if (tolerant.sum(axis=0) >= LINE_SPAN * mask.shape[0]).any():
+        down = _horizontal_lines(np.ascontiguousarray(mask.T), np.ascontiguousarray(tolerant.T))
+        lines += [Line(False, d.start, d.stop, d.begin, d.end) for d in down]
+    return lines
+
+
+def line_pixels(mask: np.ndarray, line: Line) -> np.ndarray:
+    """The mask's pixels that belong to a line (a boolean image the mask's size)."""
+    out = np.zeros(mask.shape, dtype=bool)
+    if line.horizontal:
+        out[line.start : line.stop, line.begin : line.end] = True
+    else:
+        out[line.begin : line.end, line.start : line.stop] = True
+    return out & mask
+
+
+def reaches_past(line: Line, rest: np.ndarray) -> bool:
+    """Whether a line runs past the rest of the ink at both ends, as a printed line past the
+    digit written on or inside it does; the bar of a 7 or the base of a 2 in a tight crop ends
+    where the rest of the digit does, at one end at least."""
+    along = rest.any(axis=0 if line.horizontal else 1)
+    ink = np.flatnonzero(along)
+    if len(ink) == 0:
+        return True  # nothing else: ruled paper alone
+    margin = LINE_BEYOND * len(along)
+    return line.begin <= ink[0] - margin and line.end >= ink[-1] + 1 + margin
+
+
+def mend_crossings(rest: np.ndarray, removed: np.ndarray, line: Line) -> np.ndarray:
+    """Give back the line pixels where a stroke of the rest crosses the line (ink just before
+    and just after its band), so that removing the line leaves no gap in the digit."""
+    mended = rest.copy()
+    if line.horizontal:
+        before = rest[line.start - 1] if line.start > 0 else np.zeros(rest.shape[1], bool)
+        after = rest[line.stop] if line.stop < rest.shape[0] else np.zeros(rest.shape[1], bool)
+        crossing = before & after
+        band = removed[line.start : line.stop] & crossing[None, :]
+        mended[line.start : line.stop] |= band
+    else:
+        before = rest[:, line.start - 1] if line.start > 0 else np.zeros(rest.shape[0], bool)
+        after = rest[:, line.stop] if line.stop < rest.shape[1] else np.zeros(rest.shape[0], bool)
+        crossing = before & after
+        band = removed[:, line.start : line.stop] & crossing[:, None]
+        mended[:, line.start : line.stop] |= band
+    return mended

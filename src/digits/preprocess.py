@@ -1,22 +1,27 @@
 """Real image → the 28×28 the model saw in training (the recipe in the design guide).
 
 MNIST digits were size-normalised into a 20×20 box keeping their aspect ratio, anti-aliased, and
-placed in 28×28 with their centre of mass at the centre. A photo or a canvas drawing has to go
-through the same steps or the model guesses. `preprocess` does, for any image Pillow reads:
+placed in 28×28 with their centre of mass at the centre. A photo, a canvas drawing or a scan has
+to go through the same steps or the model guesses. `preprocess` does, for any image Pillow reads:
 
 1. decode (first frame of animations, EXIF rotation applied), refuse decompression bombs,
-   flatten transparency onto white, convert to grey at a bounded working size;
-2. subtract a smooth background (a quadratic surface fitted robustly, which absorbs uneven
-   lighting); decide the polarity from what departs from that background, so that the ink ends
-   up bright on dark;
-3. threshold half-way to the ink level to locate the ink, drop specks of noise and what lies
-   along the frame's edge (the table or a shadow around the paper);
-   no ink → a result with `pixels=None` and the reason, never a guessed digit;
+   flatten transparency onto white, convert to grey at a bounded working size: large images
+   shrunk, small ones (8×8 and up) enlarged so that their strokes are several pixels wide;
+2. tell paper from ink: split a coarse copy into two levels (after removing a lighting
+   gradient); the paper is the level covering most of the frame, or, when neither does (a
+   tight crop that the digit fills), the one along the frame's border; then subtract a smooth
+   background fitted to the paper alone (a quadratic, which absorbs uneven lighting) and turn
+   the ink bright on dark;
+3. threshold half-way to the ink level to locate the ink; take out printed lines (a box,
+   ruled or squared paper), what lies along the frame's edge as a band (the table or a shadow
+   around the paper) and specks of noise; no ink → a result with `pixels=None` and the reason,
+   never a guessed digit;
 4. crop to the ink, bring the stroke width to what MNIST strokes measure, resize the longer
    side to 20 px with anti-aliasing;
 5. place in 28×28 with the centre of mass at MNIST's (14, 14).
 
-Pillow and NumPy only: this runs in the torch-free prediction install.
+Pillow decodes; the pixel work is NumPy and OpenCV (resizing, blurs, morphology, components,
+moments: each one C call where NumPy needs several passes). No torch: this is the prediction path.
 """
 
 from __future__ import annotations
@@ -25,12 +30,22 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
-from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
-from digits.components import Component, label_components
+from digits.components import (
+    Component,
+    find_lines,
+    is_backdrop,
+    label_components,
+    line_pixels,
+    mend_crossings,
+    reaches_past,
+    touches_frame,
+)
 
-PREPROCESSING_VERSION = "1"
+PREPROCESSING_VERSION = "2"
 """Bumped whenever the output for the same input changes; recorded in exported models."""
 
 MAX_PIXELS = 64_000_000
@@ -39,6 +54,10 @@ MAX_PIXELS = 64_000_000
 WORK_SIDE = 320
 """Ink is located on the image shrunk by a whole factor to at most this many pixels on its longer
 side (so between half this and this)."""
+
+SMALL_SIDE = 64
+"""Images whose longer side is shorter are enlarged by a whole factor to at least this: a 16×16
+scan's strokes are one or two pixels wide, too thin to threshold and measure."""
 
 MIN_SIDE = 8
 """Images smaller than this on either side cannot hold a recognisable digit."""
@@ -52,7 +71,10 @@ MIN_CONTRAST = 24.0  # grey levels between ink and background below which nothin
 SPECK_FRACTION = 0.08  # components smaller than this share of the largest are noise
 SPECK_SIZE = 0.03  # ...and so are those whose longer side is under this share of the image's
 MAX_INK_FRACTION = 0.6  # more "ink" than this is a photo or a fill, not a written digit
-BACKDROP_CONTACT = 0.15  # ink along more than this share of the frame's edge is not a digit
+BESIDE_INK = 0.2  # a piece clear of the frame this share of the shorter side long is writing
+COARSE_SIDE = 32  # the background is fitted on a copy this small: lighting is smooth
+MAJORITY = 0.6  # the level covering more than this share of the frame is the paper...
+BORDER_MAJORITY = 0.7  # ...else the one holding this share of the frame's border, if one does
 
 
 class ImageError(ValueError):
@@ -156,44 +178,73 @@ def _open(source: str | Path | bytes, name: str) -> tuple[Image.Image, int]:
     return image, longer_side
 
 
+def _flatten_alpha(rgba: np.ndarray) -> np.ndarray:
+    """uint8 grey of an RGBA (or grey + alpha) array laid on white."""
+    # Compositing onto white is linear in the grey level: 255 - (255 - grey) * alpha.
+    if rgba.shape[2] == 2:
+        grey, alpha = rgba[..., 0], rgba[..., 1]
+    else:
+        grey, alpha = cv2.cvtColor(rgba, cv2.COLOR_RGBA2GRAY), rgba[..., 3]
+    return 255 - cv2.multiply(255 - grey, alpha, scale=1.0 / 255.0)
+
+
+def _working(grey: np.ndarray) -> np.ndarray:
+    """Grey (uint8 or float32) → float32 at working size: shrunk by a whole factor to at most
+    WORK_SIDE, or enlarged by one to at least SMALL_SIDE."""
+    height, width = grey.shape
+    longer = max(height, width)
+    if longer > WORK_SIDE:
+        # Whole-number box averaging: anti-aliased, and OpenCV's fastest resize.
+        factor = -(-longer // WORK_SIDE)
+        size = (max(1, round(width / factor)), max(1, round(height / factor)))
+        grey = cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
+    elif longer < SMALL_SIDE:
+        # Bilinear: a tiny scan's levels become smooth strokes several pixels wide, which the
+        # threshold follows; nearest-neighbour would keep the staircase of its pixels.
+        factor = -(-SMALL_SIDE // longer)
+        grey = cv2.resize(grey, (width * factor, height * factor), interpolation=cv2.INTER_LINEAR)
+    return grey.astype(np.float32, copy=False)
+
+
 def _grey(image: Image.Image) -> np.ndarray:
-    """float32 grey 0..255 with transparency flattened onto white, shrunk to WORK_SIDE."""
+    """float32 grey 0..255 at working size, transparency flattened onto white."""
     image = ImageOps.exif_transpose(image) or image
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
         values = np.asarray(image, dtype=np.float32)
         top = float(values.max()) if values.size else 0.0
         if top > 255:  # 16-bit scans: rescale to 8-bit levels
-            values = values * (255.0 / (65535.0 if top <= 65535 else top))
-        image = Image.fromarray(values.astype(np.float32), mode="F")
-    elif image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
-        rgba = image.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(white, rgba).convert("L")
-    else:
-        image = image.convert("L")
-    if max(image.size) > WORK_SIDE:
-        # Whole-number box averaging: several times faster than a resize, and as anti-aliased.
-        image = image.reduce(-(-max(image.size) // WORK_SIDE))
-    return np.asarray(image, dtype=np.float32)
+            values = values * np.float32(255.0 / (65535.0 if top <= 65535 else top))
+        return _working(values)
+    if image.mode in ("RGBA", "LA") and "transparency" not in image.info:
+        return _working(_flatten_alpha(np.asarray(image)))
+    if image.mode in ("PA", "RGBa", "La") or "transparency" in image.info:
+        return _working(_flatten_alpha(np.asarray(image.convert("RGBA"))))
+    if image.mode == "RGB":
+        return _working(cv2.cvtColor(np.asarray(image), cv2.COLOR_RGB2GRAY))
+    # "1" (1-bit), "P" (palettes), CMYK, YCbCr...: Pillow's conversion; "L" passes as it is.
+    return _working(np.asarray(image if image.mode == "L" else image.convert("L")))
 
 
 def _array_grey(array: np.ndarray, name: str) -> np.ndarray:
     values = np.asarray(array)
     if values.ndim == 3 and values.shape[2] in (3, 4):
-        mode = "RGBA" if values.shape[2] == 4 else "RGB"
         scaled = values * 255.0 if values.dtype.kind == "f" and values.max() <= 1.0 else values
-        return _grey(Image.fromarray(np.clip(scaled, 0, 255).astype(np.uint8), mode=mode))
+        colour = np.ascontiguousarray(np.clip(scaled, 0, 255).astype(np.uint8))
+        if colour.shape[2] == 4:
+            return _working(_flatten_alpha(colour))
+        return _working(cv2.cvtColor(colour, cv2.COLOR_RGB2GRAY))
     if values.ndim != 2:
         raise ImageError(f"{name}: expected a grey H×W or colour H×W×3/4 array")
     if values.dtype == bool:
         values = values.astype(np.float32) * 255.0
     elif values.dtype.kind == "f" and values.size and values.max() <= 1.0:
         values = values.astype(np.float32) * 255.0  # float images in [0, 1]
-    return _grey(Image.fromarray(np.clip(values, 0, 255).astype(np.float32), mode="F"))
+    return _working(np.clip(values, 0, 255).astype(np.float32))
 
 
 def load_grey(source: Source, name: str | None = None) -> tuple[np.ndarray, float]:
-    """Decode any supported input to float32 grey at working size, and the shrink factor."""
+    """Decode any supported input to float32 grey at working size, and the factor from working
+    pixels to the original's (above 1 for shrunk images, below 1 for enlarged ones)."""
     name = name or describe_source(source)
     if isinstance(source, np.ndarray):
         _check_size(source.shape[1] if source.ndim > 1 else 1, source.shape[0], name)
@@ -219,73 +270,146 @@ def _sample(values: np.ndarray, limit: int = 8192) -> np.ndarray:
     return flat[:: max(1, len(flat) // limit)]
 
 
-def _background(grey: np.ndarray) -> np.ndarray:
-    """A smooth background surface: a quadratic fitted to a coarse copy, ink rejected as outliers.
-
-    Uneven lighting (a lamp to one side, a vignette, a shadow gradient) is smooth across the
-    frame, so a quadratic captures it while ink, thin and sharp, stays far from the fit. The fit
-    starts from the grey levels near the median (the paper, which is most of the frame), leaving
-    out ink of either polarity and a table at the edge, so that neither a digit in the middle nor
-    a dark border bends the surface.
-    """
-    height, width = grey.shape
-    coarse_side = 32
-    if max(height, width) > coarse_side:
-        ratio = coarse_side / max(height, width)
-        size = (max(2, round(width * ratio)), max(2, round(height * ratio)))
-        coarse = np.asarray(
-            Image.fromarray(grey, mode="F").resize(size, Image.Resampling.BOX), dtype=np.float64
-        )
-    else:
-        coarse = grey.astype(np.float64)
-    rows, cols = coarse.shape
+def _terms(rows: int, cols: int) -> np.ndarray:
+    """The quadratic surface's terms (1, x, y, x², xy, y²) at each pixel of a rows×cols grid."""
     y = np.repeat((np.arange(rows) + 0.5) / rows - 0.5, cols)
     x = np.tile((np.arange(cols) + 0.5) / cols - 0.5, rows)
-    features = np.stack([np.ones_like(x), x, y, x * x, x * y, y * y], axis=1)
+    return np.stack([np.ones_like(x), x, y, x * x, x * y, y * y], axis=1)
+
+
+def _fit(values: np.ndarray, terms: np.ndarray, keep: np.ndarray, rounds: int) -> np.ndarray:
+    """Robust least squares of `values` on `terms`, from the pixels `keep` (the paper): each
+    round refits on those within 2.5 robust deviations of the last fit, never outside `keep`."""
+    allowed, count = keep, terms.shape[1]
+    coefficients = np.zeros(count)
+    coefficients[0] = float(np.median(values[keep])) if keep.any() else float(np.median(values))
+    for _ in range(rounds):
+        if keep.sum() < 4 * count:
+            break
+        chosen = terms[keep]
+        # Normal equations with a touch of ridge: small, much cheaper than lstsq, and stable
+        # when the kept pixels leave a term unconstrained.
+        gram = chosen.T @ chosen + 1e-3 * np.eye(count)
+        coefficients = np.linalg.solve(gram, chosen.T @ values[keep])
+        residual = values - terms @ coefficients
+        spread = 1.4826 * float(np.median(np.abs(residual[keep]))) + 1.0
+        keep = allowed & (np.abs(residual) < 2.5 * spread)
+    return coefficients
+
+
+def _otsu(values: np.ndarray) -> tuple[float, float, float]:
+    """Otsu's two-level split of a few hundred values: (threshold, mean below, mean above);
+    values up to the threshold are the lower level."""
+    ordered = np.sort(values)
+    below = np.arange(1, len(ordered))
+    total = np.cumsum(ordered)
+    low = total[:-1] / below
+    high = (total[-1] - total[:-1]) / (len(ordered) - below)
+    between = below * (len(ordered) - below) * (high - low) ** 2
+    between[ordered[1:] <= ordered[:-1]] = -1.0  # split only between distinct levels
+    best = int(np.argmax(between))
+    if between[best] < 0:
+        return float(ordered[0]), float(ordered[0]), float(ordered[0])
+    return float(ordered[best]), float(low[best]), float(high[best])
+
+
+def _paper(coarse: np.ndarray, terms: np.ndarray) -> tuple[np.ndarray, int | None]:
+    """Which pixels of the coarse copy are paper, and the sign that turns the ink bright (+1:
+    the ink is already lighter); None when the image has no two clear levels (blank, or ink
+    too thin to show at this size), where the paper is what lies near the median.
+
+    The two levels are Otsu's split of the copy with a lighting gradient taken out first (a
+    plane fitted from the grey levels near the median), so that a lamp to one side does not
+    split the paper in two. The level covering most of the frame is the paper. When neither
+    does, a tight crop that the digit fills, the paper is the level holding the frame's border:
+    strokes touch the border at a few points, the background runs along all of it.
+    """
     values = coarse.ravel()
     middle = float(np.median(values))
     deviation = np.abs(values - middle)
-    keep = deviation < 2.5 * (1.4826 * float(np.median(deviation)) + 1.0)
-    coefficients = np.array([middle, 0, 0, 0, 0, 0])
-    for _ in range(2):
-        if keep.sum() < 24:
-            break
-        chosen = features[keep]
-        # Normal equations with a touch of ridge: 6×6, much cheaper than lstsq, and stable
-        # when the kept pixels leave a term unconstrained.
-        gram = chosen.T @ chosen + 1e-3 * np.eye(6)
-        coefficients = np.linalg.solve(gram, chosen.T @ values[keep])
-        residual = values - features @ coefficients
-        spread = 1.4826 * float(np.median(np.abs(residual[keep]))) + 1.0
-        keep = np.abs(residual) < 2.5 * spread
-    c0, c1, c2, c3, c4, c5 = coefficients
+    near = deviation < 2.5 * (1.4826 * float(np.median(deviation)) + 1.0)
+    plane = terms[:, :3]
+    flat = values - plane @ _fit(values, plane, near, 2)
+    threshold, low_mean, high_mean = _otsu(flat)
+    if high_mean - low_mean < MIN_CONTRAST:
+        return near, None
+    low = (flat <= threshold).reshape(coarse.shape)
+    share = float(low.mean())
+    paper_is_low = share > 0.5
+    if max(share, 1 - share) < MAJORITY:
+        ring = np.concatenate([low[0], low[-1], low[1:-1, 0], low[1:-1, -1]])
+        border = float(ring.mean())
+        if max(border, 1 - border) >= BORDER_MAJORITY:
+            paper_is_low = border > 0.5
+    paper = low.ravel() if paper_is_low else ~low.ravel()
+    return paper, 1 if paper_is_low else -1
+
+
+def _background(grey: np.ndarray) -> tuple[np.ndarray, int | None]:
+    """A smooth background surface at full size, and the ink's sign (see `_paper`).
+
+    Uneven lighting (a lamp to one side, a vignette, a shadow gradient) is smooth across the
+    frame, so a quadratic captures it while ink, thin and sharp, stays far from the fit. It is
+    fitted to the paper alone: fitted to everything, it would bend to a digit filling a tight
+    crop and take the digit for background.
+    """
+    height, width = grey.shape
+    if max(height, width) > COARSE_SIDE:
+        ratio = COARSE_SIDE / max(height, width)
+        size = (max(2, round(width * ratio)), max(2, round(height * ratio)))
+        coarse = cv2.resize(grey, size, interpolation=cv2.INTER_AREA).astype(np.float64)
+    else:
+        coarse = grey.astype(np.float64)
+    terms = _terms(*coarse.shape)
+    paper, sign = _paper(coarse, terms)
+    c0, c1, c2, c3, c4, c5 = _fit(coarse.ravel(), terms, paper, 2 if sign is None else 3)
     gy = ((np.arange(height, dtype=np.float32) + 0.5) / height - 0.5)[:, None]
     gx = ((np.arange(width, dtype=np.float32) + 0.5) / width - 0.5)[None, :]
     # Grouped by rows and columns so that only three operations touch the full image.
     along_x = (c0 + c1 * gx + c3 * gx * gx).astype(np.float32)
     slope_y = (c2 + c4 * gx).astype(np.float32)
-    return along_x + gy * slope_y + np.float32(c5) * gy * gy
-
-
-def _smooth(values: np.ndarray) -> np.ndarray:
-    """A 3×3 binomial blur (edges kept): evens out sensor and JPEG noise before thresholding,
-    while strokes at working size are several pixels wide and survive it."""
-    rows = values.copy()
-    rows[1:-1] = (values[:-2] + values[2:]) * 0.25 + values[1:-1] * 0.5
-    out = rows.copy()
-    out[:, 1:-1] = (rows[:, :-2] + rows[:, 2:]) * 0.25 + rows[:, 1:-1] * 0.5
-    return out
+    return along_x + gy * slope_y + np.float32(c5) * gy * gy, sign
 
 
 def dilate(mask: np.ndarray) -> np.ndarray:
-    """A mask grown by one pixel in all eight directions (a 3×3 maximum, separably)."""
-    rows = mask.copy()
-    rows[1:] |= mask[:-1]
-    rows[:-1] |= mask[1:]
-    out = rows.copy()
-    out[:, 1:] |= rows[:, :-1]
-    out[:, :-1] |= rows[:, 1:]
-    return out
+    """A mask grown by one pixel in all eight directions (a 3×3 maximum)."""
+    grown = cv2.dilate(np.asarray(mask, dtype=bool).view(np.uint8), np.ones((3, 3), np.uint8))
+    return grown.view(bool)
+
+
+def _darker_ink(residual: np.ndarray, floor: float) -> bool:
+    """For images without two clear levels: whichever side of the background holds more
+    contrast is ink, counting pixels at least MIN_CONTRAST away, weighted by the square of how
+    far (a large faint patch does not outvote the strokes; hairlines still count)."""
+    strong = max(floor, MIN_CONTRAST)
+    sample = _sample(residual, 65536)
+    darker = sample[sample < -strong]
+    lighter = sample[sample > strong]
+    return float(np.dot(darker, darker)) > float(np.dot(lighter, lighter))
+
+
+def _significant(mask: np.ndarray) -> np.ndarray:
+    """The mask without specks (pieces short beside the image or tiny beside the largest)."""
+    labels, components = label_components(mask)
+    shortest = max(3.0, SPECK_SIZE * max(mask.shape))
+    strokes = [c for c in components if max(c.height, c.width) >= shortest]
+    kept = [c.label for c in strokes if c.area >= SPECK_FRACTION * strokes[0].area]
+    return np.isin(labels, kept) if kept else np.zeros(mask.shape, dtype=bool)
+
+
+def _printed_lines(mask: np.ndarray) -> np.ndarray | None:
+    """The pixels of printed lines in the mask (a box around the digit, ruled or squared
+    paper), or None when there are none: straight thin lines across most of the image that run
+    past the rest of the ink at both ends. One lone vertical line is left alone: it may be a 1."""
+    lines = find_lines(mask)
+    if not lines:
+        return None
+    pixels = [line_pixels(mask, line) for line in lines]
+    rest = _significant(mask & ~np.logical_or.reduce(pixels))
+    if not rest.any() and len(lines) == 1 and not lines[0].horizontal:
+        return None
+    printed = [p for line, p in zip(lines, pixels, strict=True) if reaches_past(line, rest)]
+    return np.logical_or.reduce(printed) if printed else None
 
 
 def locate_ink(grey: np.ndarray, scale: float = 1.0) -> Ink | str:
@@ -296,37 +420,43 @@ def locate_ink(grey: np.ndarray, scale: float = 1.0) -> Ink | str:
             f"no digit: the image is {round(width * scale)}×{round(height * scale)} pixels, "
             "too small to hold one"
         )
-    smooth = _smooth(grey) if min(height, width) >= 64 else grey
-    residual = smooth - _background(smooth)
-    sample = _sample(residual)
-    noise = 1.4826 * float(np.median(np.abs(sample - np.median(sample))))
-    floor = max(4.0 * noise, MIN_CONTRAST / 2)
-    # Polarity: ink is what stands out from the background, so whichever side holds more contrast
-    # is ink: pixels at least MIN_CONTRAST away, weighted by the square of how far. The weighting
-    # keeps a large but faint patch, such as white paper on a grey table, from outvoting the dark
-    # strokes written on it; removing the background first keeps a lighting gradient from passing
-    # for ink, and counting every pixel keeps hairlines from being missed.
-    strong = max(floor, MIN_CONTRAST)
-    darker = residual[residual < -strong]
-    lighter = residual[residual > strong]
-    if float(np.dot(darker, darker)) > float(np.dot(lighter, lighter)):
+    # A 3×3 binomial blur evens out sensor and JPEG noise before thresholding; strokes at
+    # working size are several pixels wide and survive it.
+    smooth = cv2.GaussianBlur(grey, (3, 3), 0) if min(height, width) >= 64 else grey
+    background, sign = _background(smooth)
+    residual = smooth - background
+    if sign is None:
+        sample = _sample(residual)
+        spread = 1.4826 * float(np.median(np.abs(sample - np.median(sample))))
+        sign = -1 if _darker_ink(residual, max(4.0 * spread, MIN_CONTRAST / 2)) else 1
+    if sign < 0:
         residual = -residual  # dark ink on light paper: make the ink bright, as in MNIST
-    candidates = residual[residual > floor]
+    # The noise, from the paper's side of the background only: ink lies on the other side,
+    # and where it fills much of a tight crop it would inflate a two-sided estimate.
+    sample = _sample(residual)
+    paper_side = -sample[sample < 0]
+    noise = 1.4826 * float(np.median(paper_side)) if paper_side.size else 0.0
+    floor = max(4.0 * noise, MIN_CONTRAST / 2)
+    candidates = _sample(residual[residual > floor])
     if candidates.size == 0:
         return "no digit: the image is blank (nothing stands out from the background)"
-    level = float(np.percentile(_sample(candidates), 90))
+    level = float(np.percentile(candidates, 90))
     if level < MIN_CONTRAST:
         return f"no digit: the marks are too faint (contrast {level:.0f} of 255)"
     mask = residual > max(level / 2, floor)
     if mask.mean() > MAX_INK_FRACTION:
         return "no digit: ink would cover most of the image (a photo or a fill, not a digit)"
+    printed = _printed_lines(mask)
+    if printed is not None:
+        mask, level = _without_lines(residual, mask, printed, floor, level)
+        if not mask.any():
+            return "no digit: only printed lines (a box, ruled or squared paper), no writing"
     labels, components = label_components(mask)
-    # The table or a shadow around the paper in a photo: ink-coloured, but lying along a long
-    # stretch of the frame's edge, which strokes of a digit never do (even touching it).
-    edge = np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
-    contact = np.bincount(edge, minlength=len(components) + 1)
-    backdrop = contact >= BACKDROP_CONTACT * edge.size
-    components = [c for c in components if not backdrop[c.label]]
+    # The table or a shadow around the paper in a photo: ink-coloured, but lying as a band
+    # along a long stretch of the frame's edge, which strokes of a digit never do.
+    clear = [c for c in components if not touches_frame(mask.shape, c)]
+    beside_ink = any(max(c.height, c.width) >= BESIDE_INK * min(height, width) for c in clear)
+    components = [c for c in components if not is_backdrop(labels, c, beside_ink)]
     if not components:
         return "no digit: only the edge of the paper or a shadow along the border"
     # Specks: pieces too short to be a stroke at this image size, or tiny beside the largest.
@@ -335,8 +465,24 @@ def locate_ink(grey: np.ndarray, scale: float = 1.0) -> Ink | str:
     if not strokes:
         return "no digit: only specks of noise, no stroke large enough to be a digit"
     kept = [c for c in strokes if c.area >= SPECK_FRACTION * strokes[0].area]
-    strength = np.clip(residual / level, 0.0, 1.0).astype(np.float32)
+    strength = np.clip(residual * np.float32(1.0 / level), 0.0, 1.0)
     return Ink(strength=strength, labels=labels, components=kept, scale=scale)
+
+
+def _without_lines(
+    residual: np.ndarray, mask: np.ndarray, printed: np.ndarray, floor: float, level: float
+) -> tuple[np.ndarray, float]:
+    """The mask with printed lines taken out, thresholded again without them (dark printed
+    lines would otherwise set the ink level and lose a pencil digit), strokes that cross a
+    line mended across it; and the ink level of what is left."""
+    zone = dilate(printed)
+    candidates = _sample(residual[~zone & (residual > floor)])
+    if candidates.size:
+        level = max(MIN_CONTRAST, float(np.percentile(candidates, 90)))
+    rest = (residual > max(level / 2, floor)) & ~zone
+    for line in find_lines(mask):
+        rest = mend_crossings(rest, line_pixels(mask, line) & printed, line)
+    return rest, level
 
 
 def ink_crop(ink: Ink, components: list[Component]) -> tuple[np.ndarray, tuple[int, int, int, int]]:
@@ -345,63 +491,73 @@ def ink_crop(ink: Ink, components: list[Component]) -> tuple[np.ndarray, tuple[i
     left = min(c.left for c in components)
     bottom = max(c.bottom for c in components)
     right = max(c.right for c in components)
-    wanted = np.isin(ink.labels[top:bottom, left:right], [c.label for c in components])
+    region = ink.labels[top:bottom, left:right]
+    if len(components) == 1:
+        wanted = region == components[0].label
+    else:
+        wanted = np.isin(region, [c.label for c in components])
     # The mask sits half-way up the stroke edges; a one-pixel dilation keeps their anti-aliasing.
     crop = ink.strength[top:bottom, left:right] * dilate(wanted)
-    return crop.astype(np.float32), (left, top, right, bottom)
+    return crop.astype(np.float32, copy=False), (left, top, right, bottom)
+
+
+_CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
 
 
 def _stroke_width(mask: np.ndarray) -> float:
     """Mean stroke width of a binary shape: twice its area over its boundary length."""
-    padded = np.pad(mask, 1)
-    interior = (
-        padded[1:-1, 1:-1]
-        & padded[:-2, 1:-1]
-        & padded[2:, 1:-1]
-        & padded[1:-1, :-2]
-        & padded[1:-1, 2:]
-    )
-    boundary = int((mask & ~interior).sum())
-    return 2.0 * float(mask.sum()) / max(boundary, 1)
+    ink = mask.view(np.uint8) if mask.dtype == bool else mask
+    interior = cv2.erode(ink, _CROSS, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    area = cv2.countNonZero(ink)
+    return 2.0 * area / max(area - cv2.countNonZero(interior), 1)
 
 
-def _resize_longest(values: np.ndarray, side: int, method: Image.Resampling) -> np.ndarray:
+def _resize_longest(values: np.ndarray, side: int) -> np.ndarray:
+    """float32 resized so that its longer side is `side`: box-averaged when shrinking (anti-
+    aliased), bilinear when enlarging."""
     height, width = values.shape
     ratio = side / max(height, width)
     size = (max(1, round(width * ratio)), max(1, round(height * ratio)))
-    resized = Image.fromarray(values.astype(np.float32), mode="F").resize(size, method)
-    return np.asarray(resized, dtype=np.float32)
+    method = cv2.INTER_AREA if ratio < 1 else cv2.INTER_LINEAR
+    return cv2.resize(values.astype(np.float32, copy=False), size, interpolation=method)
 
 
 def _tight(mask: np.ndarray) -> np.ndarray:
-    rows, cols = np.nonzero(mask)
-    return mask[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+    left, top, width, height = cv2.boundingRect(mask.view(np.uint8))
+    return mask[top : top + height, left : left + width]
+
+
+def _pen(size: int) -> np.ndarray:
+    """A round pen tip `size` pixels across (odd), for growing or thinning strokes."""
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
 
 
 def normalise_digit(crop: np.ndarray) -> np.ndarray | None:
     """Cropped ink strength (float, ink bright) → uint8 28×28 as MNIST; None if nothing is left."""
-    shape = _resize_longest(crop, NORM_SIDE, Image.Resampling.BILINEAR) >= 0.5
+    if crop.size == 0:
+        return None
+    shape = _resize_longest(crop, NORM_SIDE) >= 0.5
     if not shape.any():
         return None
     shape = _tight(shape)
     # Pens and markers make strokes from hairlines to blobs; MNIST's are ~2.5 px at 28×28.
     # Bring the width within a band around MNIST's by growing or shrinking the shape.
     width = _stroke_width(shape)
-    image = Image.fromarray(np.pad(shape, 8).astype(np.uint8) * 255)
+    image = np.pad(shape, 8).view(np.uint8)
     if width < 0.6 * STROKE_WIDTH:
         grow = round(STROKE_WIDTH * 0.8 - width) | 1
-        image = image.filter(ImageFilter.MaxFilter(min(grow, 15)))
+        image = cv2.dilate(image, _pen(min(grow, 15)))
     elif width > 1.7 * STROKE_WIDTH:
         shrink = round(width - STROKE_WIDTH * 1.3) | 1
-        thinner = image.filter(ImageFilter.MinFilter(min(shrink, 15)))
-        if np.asarray(thinner).any():
+        thinner = cv2.erode(image, _pen(min(shrink, 15)))
+        if cv2.countNonZero(thinner):
             image = thinner
-    shape = _tight(np.asarray(image) > 0)
-    small = np.clip(_resize_longest(shape.astype(np.float32), BOX, Image.Resampling.BOX), 0, 1)
-    rows, cols = np.mgrid[0 : small.shape[0], 0 : small.shape[1]]
-    mass = float(small.sum())
-    centre_row = float((small * rows).sum()) / mass
-    centre_col = float((small * cols).sum()) / mass
+    shape = _tight(image.view(bool))
+    small = np.clip(_resize_longest(shape.view(np.uint8).astype(np.float32), BOX), 0, 1)
+    moments = cv2.moments(small)
+    centre_row = moments["m01"] / moments["m00"]
+    centre_col = moments["m10"] / moments["m00"]
+    # Pixel centres: cv2.moments counts pixel (r, c) at (r, c), as MNIST's measurement did.
     top = int(np.clip(round(CENTRE - centre_row), 0, FIELD - small.shape[0]))
     left = int(np.clip(round(CENTRE - centre_col), 0, FIELD - small.shape[1]))
     field = np.zeros((FIELD, FIELD), dtype=np.float32)
