@@ -110,8 +110,9 @@ def test_metadata_travels_in_the_onnx_file(predictor: Predictor, trained_cnn_run
     assert info.parameters == metrics["parameters"]
     assert info.preprocessing_version == PREPROCESSING_VERSION
     assert info.labels == [str(d) for d in range(10)]
-    # The fixture trains without a validation split, so no temperature could be fitted.
-    assert info.temperature == 1.0 and "no validation split" in info.temperature_source
+    # The fixture trains without a validation split: calibrated on held-out views instead.
+    assert info.temperature != 1.0 and "no validation split" in info.temperature_source
+    assert info.temperature == pytest.approx(metrics["calibration"]["temperature"])
     bare = Predictor.from_path(trained_cnn_run / "model.onnx")
     assert bare.info.model == "cnn"
 
@@ -202,7 +203,9 @@ def test_min_confidence_csv_and_table(tmp_path: Path, trained_cnn_run: Path) -> 
     assert unsure.exit_code == 0
     (answer,) = json.loads(unsure.stdout)
     assert answer["digit"] is None and answer["confidence"] > 0.5
-    assert answer["reason"].startswith("unsure: best guess 7")
+    assert answer["answer"] == "not_sure"
+    assert answer["reason"].startswith("not sure: best guess 7 at ")
+    assert answer["reason"].endswith("below the 100 % threshold")
 
     as_csv = runner.invoke(
         app, ["predict", str(trained_cnn_run), str(image), "--csv", "--top", "2"]
