@@ -31,7 +31,7 @@ strengths = st.builds(
     elastic_sigma=st.floats(1, 8),
     stretch=st.floats(0, 0.5),
     thicken=st.floats(0, 4),
-    thin=st.floats(0, 2),
+    thin=st.floats(0, 1),
     lowres=probabilities,
     blur=probabilities,
     jpeg=probabilities,
@@ -173,7 +173,7 @@ def test_elastic_field_has_the_asked_typical_displacement() -> None:
         ({"flip": 1}, "unknown augmentation keys: flip"),
         ({"stretch": 1}, "stretch must be < 1"),
         ({"thicken": 5}, "thicken must be <= 4 pixels"),
-        ({"thin": 2.5}, "thin must be <= 2 pixels"),
+        ({"thin": 1.5}, "thin must be <= 1 pixel"),
         ({"thin": -1}, "thin must be a finite number >= 0"),
         ({"lowres": 1.5}, "lowres is a probability and must be <= 1"),
         ({"blur": 2}, "blur is a probability and must be <= 1"),
@@ -247,15 +247,25 @@ def test_thickening_adds_ink_and_thinning_removes_it_by_the_asked_width() -> Non
     rings = _rings(8, width=2.5)
     mass = rings.sum(dim=(1, 2, 3))
     length = 2 * torch.pi * torch.linspace(4, 8, 8)
-    for change in (-1.0, -0.5, 0.5, 1.0, 2.0, 3.0, 4.0):
+    for change in (-1.0, -0.6, -0.3, 0.5, 1.0, 2.0, 3.0, 4.0):
         out = change_stroke_width(rings, torch.full((8,), change))
         # Ink over the ring's length is the stroke width; the octagonal pen moves curved edges
-        # a little less than straight ones.
+        # a little less than straight ones. Thinned strokes are brought back to full brightness
+        # where their middle dimmed, which gives back part of the width.
         gained = (out.sum(dim=(1, 2, 3)) - mass) / length
-        assert ((gained - change).abs() < 0.15 * abs(change) + 0.1).all(), change
+        if change > 0:
+            assert ((gained - change).abs() < 0.15 * change + 0.1).all(), change
+        else:
+            assert ((gained < 0.5 * change) & (gained > 1.15 * change - 0.1)).all(), change
         assert out.min() >= 0 and out.max() <= 1
+    # A hairline thinner than the erosion survives, at full brightness.
+    hairline = torch.zeros(1, 1, 28, 28)
+    hairline[0, 0, 4:24, 14] = 1.0
+    kept = change_stroke_width(hairline, torch.tensor([-1.0]))
+    assert kept.max() == 1.0
+    assert (kept[0, 0, 5:23, 14] == 1.0).all()
     thicker = augment_batch(rings, AugmentConfig(thicken=3), torch.Generator().manual_seed(0))
-    thinner = augment_batch(rings, AugmentConfig(thin=1.5), torch.Generator().manual_seed(0))
+    thinner = augment_batch(rings, AugmentConfig(thin=1), torch.Generator().manual_seed(0))
     assert (thicker.sum(dim=(1, 2, 3)) >= rings.sum(dim=(1, 2, 3)) - 1e-4).all()
     assert (thinner.sum(dim=(1, 2, 3)) <= rings.sum(dim=(1, 2, 3)) + 1e-4).all()
     assert thicker.sum() > 1.3 * rings.sum() and thinner.sum() < 0.9 * rings.sum()
@@ -266,11 +276,12 @@ def test_binarisation_gives_two_levels_or_anti_aliased_edges_at_the_drawn_thresh
     levels = torch.linspace(0.25, 0.75, 16)
     hard = binarise(images, levels, torch.zeros(16, dtype=torch.bool))
     assert set(hard.unique().tolist()) <= {0.0, 1.0}
-    assert torch.equal(hard, (images >= levels.view(-1, 1, 1, 1)).float())
+    brightest = images.amax(dim=(1, 2, 3), keepdim=True)
+    assert torch.equal(hard, (images >= levels.view(-1, 1, 1, 1) * brightest).float())
     # Anti-aliased: close to thresholding at 8× the size and averaging back down.
     smooth = binarise(images, levels, torch.ones(16, dtype=torch.bool))
     big = functional.interpolate(images, scale_factor=8, mode="bilinear", align_corners=False)
-    reference = functional.avg_pool2d((big >= levels.view(-1, 1, 1, 1)).float(), 8)
+    reference = functional.avg_pool2d((big >= levels.view(-1, 1, 1, 1) * brightest).float(), 8)
     assert (smooth - reference).abs().mean() < 0.02
     assert (hard - reference).abs().mean() > 1.5 * (smooth - reference).abs().mean()
     # In a batch, about half of the binarised images keep exactly two levels.

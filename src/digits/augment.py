@@ -40,7 +40,7 @@ BLUR_SIGMAS = (0.5, 1.5)
 JPEG_QUALITIES = (10.0, 70.0)
 """JPEG quality (the IJG scale of 1–100) of `jpeg`."""
 BINARISE_LEVELS = (0.25, 0.75)
-"""Threshold of `binarise`, as a fraction of full ink."""
+"""Threshold of `binarise`, as a fraction of the image's brightest ink."""
 # The newer fields: left out of `to_dict` while 0, so that configs without them read as before.
 _NEWER_FIELDS = ("stretch", "thicken", "thin", "lowres", "blur", "jpeg", "binarise")
 _PROBABILITIES = ("lowres", "blur", "jpeg", "binarise")
@@ -73,8 +73,8 @@ class AugmentConfig:
     thicken: float = 0.0
     """Largest gain of stroke width, in pixels at 28×28 (MNIST's strokes are ~2.5 px): markers."""
     thin: float = 0.0
-    """Largest loss of stroke width, in pixels at 28×28: fine pens. Each image's change of width
-    is drawn from [-thin, thicken]."""
+    """Largest loss of stroke width, in pixels at 28×28, at most 1: fine pens. Each image's
+    change of width is drawn from [-thin, thicken]."""
     lowres: float = 0.0
     """Probability of resolution loss: the digit brought down to 8–16 px (area averaging) and
     back up (bilinear or, for half of them, nearest), as small scans are enlarged."""
@@ -83,8 +83,9 @@ class AugmentConfig:
     jpeg: float = 0.0
     """Probability of JPEG artefacts: 8×8 DCT blocks quantised at quality 10–70."""
     binarise: float = 0.0
-    """Probability of binarisation at a threshold of 0.25–0.75 of full ink (1-bit scans); half of
-    those images keep two levels, half are anti-aliased as preprocessing's resizing does."""
+    """Probability of binarisation at a threshold of 0.25–0.75 of the image's brightest ink
+    (1-bit scans); half of those images keep two levels, half are anti-aliased as
+    preprocessing's resizing does."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -121,8 +122,9 @@ class AugmentConfig:
         # Beyond these a digit's holes fill up, or its strokes vanish, at 28×28.
         if self.thicken > 4:
             problems.append(f"thicken must be <= 4 pixels, got {self.thicken}")
-        if self.thin > 2:
-            problems.append(f"thin must be <= 2 pixels (strokes are ~2.5 px), got {self.thin}")
+        if self.thin > 1:
+            # Half an erosion step at most: a whole one wipes out MNIST's 1-2 px strokes.
+            problems.append(f"thin must be <= 1 pixel (strokes are ~2.5 px), got {self.thin}")
         for name in _PROBABILITIES:
             if getattr(self, name) > 1:
                 problems.append(
@@ -241,7 +243,9 @@ def change_stroke_width(images: torch.Tensor, change: torch.Tensor) -> torch.Ten
 
     Each dilation step moves every edge out by a pixel, so widens strokes by two; a fractional
     step blends in that much of the next one, which moves the anti-aliased edge part of the way.
-    Erosion is the dilation of the negated image, so one pass serves both signs.
+    Erosion is the dilation of the negated image, so one pass serves both signs. A thinned image
+    is brought back to its former brightest level: a stroke narrower than the erosion survives as
+    a thin line instead of vanishing, as preprocessing grows hairlines back rather than lose them.
     """
     radius = change.abs() / 2
     steps = math.ceil(float(radius.max())) if len(radius) else 0
@@ -256,7 +260,11 @@ def change_stroke_width(images: torch.Tensor, change: torch.Tensor) -> torch.Ten
         weight = (radius - step).clamp(0, 1).view(-1, 1, 1, 1)
         out = out + weight * (grown - level)
         level = grown
-    return out * sign
+    out = out * sign
+    thinned = (change < 0).view(-1, 1, 1, 1)
+    before = images.amax(dim=(1, 2, 3), keepdim=True)
+    after = out.amax(dim=(1, 2, 3), keepdim=True).clamp(min=1e-6)
+    return torch.where(thinned, out * (before / after).clamp(max=1e6), out)
 
 
 @cache
@@ -368,7 +376,9 @@ def jpeg_compress(images: torch.Tensor, qualities: torch.Tensor) -> torch.Tensor
 
 
 def binarise(images: torch.Tensor, levels: torch.Tensor, smooth: torch.Tensor) -> torch.Tensor:
-    """Each image thresholded at its own level: 0 or 1, or where `smooth`, anti-aliased.
+    """Each image thresholded at its own level, a fraction of its brightest pixel (faint and
+    blurred digits keep their strokes, as preprocessing thresholds relative to the ink): 0 or 1,
+    or where `smooth`, anti-aliased.
 
     The anti-aliased shape is what thresholding at a finer resolution and averaging back down
     gives (preprocessing binarises at 4× the size and box-averages): each pixel's share above the
@@ -376,7 +386,9 @@ def binarise(images: torch.Tensor, levels: torch.Tensor, smooth: torch.Tensor) -
     + 1/2, clipped to [0, 1]. Within 0.01 of an 8× supersampled threshold on average, at a
     twentieth of the cost of a 4× one.
     """
-    threshold = levels.view(-1, 1, 1, 1)
+    brightest = images.amax(dim=(1, 2, 3), keepdim=True)
+    # Never a threshold of 0, which would turn a blank image's background into ink.
+    threshold = (levels.view(-1, 1, 1, 1) * brightest).clamp(min=1e-3)
     hard = (images >= threshold).to(images.dtype)
     chosen = smooth.nonzero().squeeze(1)
     if len(chosen) == 0:
