@@ -431,23 +431,36 @@ def _drawings(split: str, rng: np.random.Generator) -> Iterator[tuple[Image.Imag
             yield _draw_strokes(_jitter(SHAPES[shape](rng), rng, 0.02), rng), shape
 
 
-def generate(split: str, count: int | None = None, seed: int | None = None) -> Negatives:
-    """Draw `count` images of a split (default: the split's size), deterministically."""
+def draw(split: str, count: int, seed: int | None = None) -> list[tuple[Image.Image, str]]:
+    """`count` drawings of a split as images (ink bright on black, CANVAS pixels square, before
+    any preprocessing) and their kinds: to make test photos of, or to look at."""
     if split not in SPLITS:
         raise ValueError(f"unknown negatives split {split!r} (choose from {', '.join(SPLITS)})")
-    count = SPLITS[split] if count is None else count
     seed = (0 if split == "train" else 1_000_003) if seed is None else seed
     rng = np.random.default_rng(seed)
+    drawn: list[tuple[Image.Image, str]] = []
+    for drawing, kind in _drawings(split, rng):
+        if len(drawn) == count:
+            break
+        drawn.append((_distort(drawing, rng), kind))
+    return drawn
+
+
+def generate(split: str, count: int | None = None, seed: int | None = None) -> Negatives:
+    """`count` images of a split (default: the split's size) as the model sees them."""
+    count = SPLITS.get(split, 0) if count is None else count
     images = np.zeros((count, 28, 28), dtype=np.uint8)
     kinds: list[str] = []
-    for drawing, kind in _drawings(split, rng):
+    # A drawing that vanishes at MNIST scale is skipped, so draw a few more than needed.
+    for drawing, kind in draw(split, count + count // 20 + 10, seed):
         if len(kinds) == count:
             break
-        pixels = _to_model_input(_distort(drawing, rng))
-        if pixels is None:
-            continue
-        images[len(kinds)] = pixels
-        kinds.append(kind)
+        pixels = _to_model_input(drawing)
+        if pixels is not None:
+            images[len(kinds)] = pixels
+            kinds.append(kind)
+    if len(kinds) < count:
+        raise RuntimeError(f"only {len(kinds)} of {count} negatives survived preprocessing")
     return Negatives(images, np.array(kinds))
 
 
