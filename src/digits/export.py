@@ -3,7 +3,7 @@
 The exported graph takes float32 N×1×28×28 images in [0, 1] (any N) and returns two outputs:
 `logits` (the model's raw output) and `probabilities` (softmax of the digit logits divided by the
 run's calibration temperature). A model with the eleventh class has a third, `not_digit`: the
-probability, under the same temperature, that the input is no digit at all. What the model is
+probability that the input is no digit at all (at temperature 1). What the model is
 travels inside the file as metadata, so a bare .onnx is self-describing for `digits.Predictor`.
 
 Parity: on a fixed set of inputs the exported probabilities must match torch's within 1e-4
@@ -68,7 +68,7 @@ class _WithProbabilities(nn.Module):
     same distribution (they differ by a per-row constant), so ensembles export the same way.
 
     With the "not a digit" class: the digit probabilities are the softmax of the ten digit
-    logits alone, and `not_digit` the eleventh probability of the full softmax."""
+    logits alone, and `not_digit` the eleventh probability of the full softmax at T = 1."""
 
     def __init__(self, model: nn.Module, temperature: float, classes: int) -> None:
         super().__init__()
@@ -82,7 +82,9 @@ class _WithProbabilities(nn.Module):
         if self.classes == 10:
             return logits, torch.softmax(scaled, dim=1)
         digits = torch.softmax(scaled[:, :10], dim=1)
-        return logits, digits, torch.softmax(scaled, dim=1)[:, 10]
+        # The temperature is fitted on digits alone, so it has no say in whether an input is one:
+        # "not a digit" is judged at temperature 1, as the test metrics judge it.
+        return logits, digits, torch.softmax(logits, dim=1)[:, 10]
 
     @property
     def output_names(self) -> list[str]:
