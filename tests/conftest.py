@@ -55,3 +55,30 @@ def trained_cnn_run(mnist: DigitData, tmp_path_factory: pytest.TempPathFactory) 
     out = tmp_path_factory.mktemp("runs") / "cnn"
     config = TrainConfig(model="cnn", epochs=1, lr=0.004, schedule="onecycle", val_split=0.0)
     return fit(config, out, data=mnist)
+
+
+@pytest.fixture(scope="session")
+def refusing_run(mnist: DigitData, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small bn-cnn with the class "not a digit", trained with a small generated set of
+    negatives (not the cached 20 000, which take half a minute to draw): ~10 s."""
+    import torch
+
+    from digits import train
+    from digits.data.negatives import generate
+    from digits.train import TrainConfig, fit
+
+    small = DigitData(
+        mnist.x_train[:8000], mnist.y_train[:8000], mnist.x_test[:1000], mnist.y_test[:1000],
+        mnist.source, mnist.path,
+    )  # fmt: skip
+    drawn = torch.from_numpy(generate("train", 1500, seed=7).images).float().div(255).unsqueeze(1)
+    patch = pytest.MonkeyPatch()
+    patch.setattr(train, "_negative_images", lambda: drawn)
+    config = TrainConfig(
+        model="bn-cnn", model_args={"width": 16}, epochs=2, lr=0.01, batch_size=128,
+        schedule="onecycle", val_split=0.0, negatives=0.2,
+    )  # fmt: skip
+    try:
+        return fit(config, tmp_path_factory.mktemp("runs") / "refusing", data=small)
+    finally:
+        patch.undo()

@@ -11,7 +11,7 @@ import io
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter, ImageFont
+from PIL import Image, ImageDraw, ImageFilter, ImageFont, ImageOps
 
 
 @dataclass(frozen=True)
@@ -236,3 +236,139 @@ def encode(image: Image.Image, fmt: str, **options: object) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format=fmt, **options)
     return buffer.getvalue()
+
+
+# Scans as digit collections ship them, and paper that is not blank: appended generators.
+
+
+def tight_scan(
+    digit: int,
+    side: int = 16,
+    stroke: float = 0.12,
+    seed: int = 0,
+    light_on_dark: bool = True,
+    blur: float = 0.5,
+    stretch: bool = False,
+) -> Image.Image:
+    """A digit cropped tight and scaled into a `side`×`side` grey scan, as digit collections
+    ship them: its longer side fills the frame (centred along the other), or with `stretch`
+    the digit is stretched to the whole square; strokes touch the frame. Ink bright on dark
+    unless `light_on_dark` is False."""
+    glyph = pen_glyph(digit, stroke, seed)
+    big_side = side * 8
+    if stretch:
+        size = (big_side, big_side)
+    else:
+        ratio = big_side / max(glyph.shape)
+        size = (max(8, round(glyph.shape[1] * ratio)), max(8, round(glyph.shape[0] * ratio)))
+    placed = Image.fromarray((glyph * 255).astype(np.uint8)).resize(size, Image.Resampling.BILINEAR)
+    big = Image.new("L", (big_side, big_side), 0)
+    big.paste(placed, ((big_side - size[0]) // 2, (big_side - size[1]) // 2))
+    if blur:
+        big = big.filter(ImageFilter.GaussianBlur(blur * 8))
+    scan = np.asarray(big.resize((side, side), Image.Resampling.BOX), dtype=np.float32)
+    scan = scan * (255.0 / max(float(scan.max()), 1.0))
+    if not light_on_dark:
+        scan = 255.0 - scan
+    return Image.fromarray(np.clip(scan, 0, 255).astype(np.uint8), mode="L")
+
+
+def two_level(image: Image.Image, mode: str = "1") -> Image.Image:
+    """A grey image binarised at mid-grey: 1-bit ("1"), a two-colour palette ("P") or grey
+    with only the levels 0 and 255 ("L")."""
+    binary = image.convert("L").point(lambda v: 255 if v >= 128 else 0)
+    if mode == "1":
+        return binary.convert("1", dither=Image.Dither.NONE)
+    if mode == "P":
+        palette = binary.convert("P", palette=Image.Palette.ADAPTIVE, colors=2)
+        return palette
+    return binary
+
+
+def lined_paper(
+    digit: int | None,
+    kind: str,
+    look: Look = Look(size=(240, 240), digit_height=0.55),
+    seed: int = 0,
+    line_ink: tuple[int, int, int] = (90, 110, 160),
+    spacing: float = 0.22,
+    stroke: float = 0.09,
+) -> Image.Image:
+    """A pen digit on paper with printed lines: "box" (a rectangle around it, with a margin
+    outside), "cell" (the box cropped at its lines), "ruled" (horizontal lines across the
+    whole width, `spacing` × the height apart, one through the digit) or "squared" (a grid).
+    With `digit` None, the paper alone."""
+    height, width = look.size[1], look.size[0]
+    if digit is None:
+        strength = np.zeros((height, width), dtype=np.float32)
+    else:
+        strength = _place(pen_glyph(digit, stroke, seed), look)
+    lines = np.zeros((height, width), dtype=np.float32)
+    thick = max(1, round(0.008 * height))
+    if kind in ("box", "cell"):
+        inset = 0 if kind == "cell" else round(0.08 * min(height, width))
+        top, left, bottom, right = inset, inset, height - inset, width - inset
+        lines[top : top + thick, left:right] = lines[bottom - thick : bottom, left:right] = 1
+        lines[top:bottom, left : left + thick] = lines[top:bottom, right - thick : right] = 1
+    elif kind in ("ruled", "squared"):
+        step = round(spacing * height)
+        offset = round(height / 2) % step  # one line through the middle of the digit
+        for row in range(offset, height, step):
+            lines[row : row + thick] = 1
+        if kind == "squared":
+            for col in range(round(width / 2) % step, width, step):
+                lines[:, col : col + thick] = 1
+    else:
+        raise ValueError(f"unknown kind of paper: {kind}")
+    rng = np.random.default_rng(seed)
+    paper = np.array(look.paper, dtype=np.float32)
+    pixels = paper * (1 - lines[..., None]) + np.array(line_ink, np.float32) * lines[..., None]
+    ink = np.array(look.ink, dtype=np.float32)
+    pixels = pixels * (1 - strength[..., None]) + ink * strength[..., None]
+    if look.noise:
+        pixels += rng.normal(0, look.noise, pixels.shape)
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), mode="RGB")
+
+
+def stroke_photo(
+    points: list[tuple[float, float]],
+    look: Look = Look(size=(480, 200)),
+    stroke: float = 0.04,
+    seed: int = 0,
+) -> Image.Image:
+    """A pen path (points in a unit box, x right, y down) drawn across the canvas, `stroke`
+    × the canvas height wide: a bar, a long line, a scribble."""
+    width, height = look.size
+    image = Image.new("L", look.size, 0)
+    pen = max(1, round(stroke * height))
+    scaled = [(x * width, y * height) for x, y in points]
+    ImageDraw.Draw(image).line(scaled, fill=255, width=pen, joint="curve")
+    return _compose(np.asarray(image, dtype=np.float32) / 255, look, seed)
+
+
+def scribble_points(seed: int = 0, turns: int = 12) -> list[tuple[float, float]]:
+    """A seeded scribble: a zigzag wandering left to right with random heights."""
+    rng = np.random.default_rng(seed)
+    xs = np.linspace(0.05, 0.95, turns)
+    ys = 0.5 + rng.uniform(-0.25, 0.25, turns) * np.where(np.arange(turns) % 2, 1, -1)
+    return [(float(x), float(y)) for x, y in zip(xs, ys, strict=True)]
+
+
+def border_shadow(image: Image.Image, side: str = "left", depth: float = 0.18) -> Image.Image:
+    """The image with a soft dark shadow lying along one side (a hand or the phone over it)."""
+    pixels = np.asarray(image.convert("RGB"), dtype=np.float32)
+    height, width = pixels.shape[:2]
+    across = np.arange(width if side in ("left", "right") else height, dtype=np.float32)
+    if side in ("right", "bottom"):
+        across = across[::-1]
+    reach = depth * len(across)
+    shade = np.clip(1.5 - across / reach, 0, 1) * 0.75  # solid near the edge, fading inward
+    shade = shade[None, :] if side in ("left", "right") else shade[:, None]
+    return Image.fromarray((pixels * (1 - shade[..., None])).astype(np.uint8), mode="RGB")
+
+
+def non_digit_photo(pixels: np.ndarray, scale: int = 4) -> Image.Image:
+    """A 28×28 (ink bright on dark, such as a generated non-digit) as dark ink on white paper,
+    enlarged with a margin: what a person would upload."""
+    ink = Image.fromarray(255 - pixels).resize((28 * scale, 28 * scale), Image.Resampling.BILINEAR)
+    return ImageOps.expand(ink, border=8 * scale, fill=255)

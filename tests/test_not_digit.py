@@ -14,7 +14,6 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from typer.testing import CliRunner
 
-from digits import train
 from digits.answers import NOT_SURE_THRESHOLD, answer_kind, judge, percent, split_not_digit
 from digits.cli import app
 from digits.data import DigitData
@@ -23,29 +22,9 @@ from digits.ensemble import build_ensemble
 from digits.evaluate import compute_metrics
 from digits.predictor import Predictor
 from digits.serve import Settings, create_app
-from digits.train import RunError, TrainConfig, fit, load_model
+from digits.train import RunError, load_model
 
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def refusing_run(mnist: DigitData, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small bn-cnn trained with negatives (a small generated set, not the cached 20 000)."""
-    small = DigitData(
-        mnist.x_train[:8000], mnist.y_train[:8000], mnist.x_test[:1000], mnist.y_test[:1000],
-        mnist.source, mnist.path,
-    )  # fmt: skip
-    drawn = torch.from_numpy(generate("train", 1500, seed=7).images).float().div(255).unsqueeze(1)
-    patch = pytest.MonkeyPatch()
-    patch.setattr(train, "_negative_images", lambda: drawn)
-    config = TrainConfig(
-        model="bn-cnn", model_args={"width": 16}, epochs=2, lr=0.01, batch_size=128,
-        schedule="onecycle", val_split=0.0, negatives=0.2,
-    )  # fmt: skip
-    try:
-        return fit(config, tmp_path_factory.mktemp("runs") / "refusing", data=small)
-    finally:
-        patch.undo()
 
 
 def _png(pixels: np.ndarray, scale: int = 4) -> bytes:

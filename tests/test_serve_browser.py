@@ -20,7 +20,10 @@ from PIL import Image
 from playwright.sync_api import Browser, Page, Route, sync_playwright
 
 from digits.data import DigitData
+from digits.data.negatives import generate
+from digits.predictor import Predictor
 from digits.serve import Settings, create_app
+from tests.handwriting import non_digit_photo
 
 pytestmark = pytest.mark.browser
 
@@ -55,11 +58,21 @@ FOUR: list[Stroke] = [[(0.36, 0.18), (0.3, 0.56), (0.72, 0.56)], [(0.6, 0.3), (0
 
 @pytest.fixture(scope="module")
 def server(trained_cnn_run: Path) -> Iterator[str]:
+    yield from _serve(trained_cnn_run)
+
+
+@pytest.fixture(scope="module")
+def refusing_server(refusing_run: Path) -> Iterator[str]:
+    """The same for a model with the class "not a digit"."""
+    yield from _serve(refusing_run)
+
+
+def _serve(model: Path) -> Iterator[str]:
     """The app on uvicorn, in a thread of this process, on a free loopback port."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    app = create_app(Settings(model=trained_cnn_run))
+    app = create_app(Settings(model=model))
     instance = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=instance.run, daemon=True)
     thread.start()
@@ -411,3 +424,27 @@ def test_png_roundtrip_of_the_canvas(desktop: tuple[Page, Watch]) -> None:
     assert pixels.min() < 50  # ink
     assert np.median(pixels) > 200  # paper
     watch.check()
+
+
+def test_a_non_digit_is_answered_not_a_digit(
+    browser: Browser, refusing_server: str, refusing_run: Path, tmp_path: Path
+) -> None:
+    drawn = generate("heldout", 200)
+    _, not_digit = Predictor.from_path(refusing_run).score_arrays(drawn.images)
+    assert not_digit is not None
+    star = tmp_path / "symbol.png"
+    non_digit_photo(drawn.images[int(np.argmax(not_digit))]).save(star)
+    context = browser.new_context(viewport={"width": 1200, "height": 820})
+    page = context.new_page()
+    watch = Watch(page, refusing_server)
+    page.goto(refusing_server + "/")
+    answered(page, lambda: page.get_by_test_id("upload").set_input_files(str(star)))
+    assert page.get_by_test_id("prediction").get_attribute("data-state") == "notdigit"
+    assert shown_digit(page) == "✗"
+    assert page.get_by_test_id("status").inner_text().startswith("Not a digit")
+    assert page.get_by_test_id("preview").is_visible()  # what the model saw, still shown
+    assert bar_widths(page) == pytest.approx([0.0] * 10, abs=0.5)  # no digit ranked
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "serve-not-a-digit.png"), full_page=True)
+    watch.check()
+    context.close()

@@ -197,6 +197,11 @@ def evaluate_command(
         f"{run}: accuracy {100 * metrics.accuracy:.2f} %  loss {metrics.loss:.4f}  "
         f"macro F1 {metrics.macro_f1:.4f}  ({metrics.count:,} images)"
     )
+    if metrics.refused:
+        console.print(
+            f"refused as not a digit: {metrics.refused:,} of the {metrics.count:,} digits "
+            "(counted as wrong; left out of the confusion matrix)"
+        )
     console.print(
         f"calibration: ECE {calibration['ece']:.4f} → {calibration['ece_calibrated']:.4f} "
         f"at temperature {calibration['temperature']:.3f} ({calibration['temperature_source']})"
