@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from fastapi.testclient import TestClient
-from PIL import Image
+from PIL import Image, ImageDraw
 from typer.testing import CliRunner
 
 from digits.answers import NOT_SURE_THRESHOLD, answer_kind, judge, percent, split_not_digit
@@ -21,6 +21,7 @@ from digits.data.negatives import generate
 from digits.ensemble import build_ensemble
 from digits.evaluate import compute_metrics
 from digits.predictor import Predictor
+from digits.segment import read_number
 from digits.serve import Settings, create_app
 from digits.train import RunError, load_model
 
@@ -112,3 +113,34 @@ def test_metrics_count_a_refused_digit_as_wrong() -> None:
     metrics = compute_metrics(probabilities, np.array([3, 4, 5, 6]))
     assert metrics.accuracy == pytest.approx(0.75) and metrics.refused == 1
     assert sum(map(sum, metrics.confusion_matrix)) == 3
+
+
+class _RefusesWidePieces:
+    """A stand-in model: sure of a 1 for every piece, except pieces wider than tall, which it
+    takes for no digit at all (as a trained model takes a dash)."""
+
+    def predict_arrays(self, images: np.ndarray) -> np.ndarray:
+        return self.score_arrays(images)[0]
+
+    def score_arrays(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        probabilities = np.full((len(images), 10), 0.01, dtype=np.float32)
+        probabilities[:, 1] = 0.91
+        columns = (images > 0).any(axis=1).sum(axis=1)
+        rows = (images > 0).any(axis=2).sum(axis=1)
+        return probabilities, (columns > rows).astype(np.float32)
+
+
+def test_read_leaves_pieces_that_are_not_digits_out() -> None:
+    canvas = Image.new("L", (400, 120), 255)
+    draw = ImageDraw.Draw(canvas)
+    draw.line([(60, 20), (60, 100)], fill=0, width=8)  # a 1
+    draw.line([(150, 60), (250, 60)], fill=0, width=8)  # a dash
+    draw.line([(330, 20), (330, 100)], fill=0, width=8)  # a 1
+    reading = read_number(_RefusesWidePieces(), canvas)  # type: ignore[arg-type]
+    assert reading.text == "11" and len(reading.digits) == 2
+    assert reading.reason == "left out 1 mark that is not a digit"
+    bar = Image.new("L", (400, 120), 255)
+    ImageDraw.Draw(bar).line([(20, 60), (380, 60)], fill=0, width=10)
+    nothing = read_number(_RefusesWidePieces(), bar)  # type: ignore[arg-type]
+    assert nothing.text == "" and nothing.digits == []
+    assert nothing.reason is not None and nothing.reason.startswith("not a digit")
