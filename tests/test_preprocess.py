@@ -4,16 +4,28 @@ must not produce a guess (blank, tiny) or must be refused (bombs, truncated, not
 from __future__ import annotations
 
 import io
+import itertools
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from digits import preprocess as pp
 from digits.data import DigitData
 from digits.preprocess import ImageError, preprocess
-from tests.handwriting import LOOKS, Look, encode, mnist_photo, pen_glyph, pen_photo
+from tests.handwriting import (
+    LOOKS,
+    Look,
+    border_shadow,
+    encode,
+    lined_paper,
+    mnist_photo,
+    pen_glyph,
+    pen_photo,
+    tight_scan,
+    two_level,
+)
 
 FORMATS = {
     "PNG": {},
@@ -274,3 +286,158 @@ def test_blank_paper_with_the_table_showing_is_no_digit() -> None:
     result = preprocess(pixels)
     assert result.pixels is None and result.reason is not None
     assert "edge of the paper" in result.reason
+
+
+# Any crop: tight scans, small and two-level images, printed lines, pens of every width.
+
+
+def _with_margin(digit: int, seed: int, stroke: float = 0.12) -> np.ndarray:
+    """The same pen digit on a plain canvas with a margin: what a tight crop should match."""
+    pixels = preprocess(pen_photo(digit, LOOKS["plain"], stroke=stroke, seed=seed)).pixels
+    assert pixels is not None
+    return pixels
+
+
+def _seen(image: Image.Image | np.ndarray) -> np.ndarray:
+    result = preprocess(image)
+    assert result.pixels is not None, result.reason
+    return result.pixels
+
+
+def _margin(image: Image.Image, share: float = 0.3) -> Image.Image:
+    """The image with a margin of its background level (its darkest or lightest, whichever
+    is nearer to its border's median) added all round."""
+    pixels = np.asarray(image.convert("L"))
+    edge = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
+    paper = int(pixels.min() if np.median(edge) < 128 else pixels.max())
+    pad = max(2, round(share * max(pixels.shape)))
+    return Image.fromarray(np.pad(pixels, pad, constant_values=paper))
+
+
+@pytest.mark.parametrize("light_on_dark", [True, False], ids=["light-on-dark", "dark-on-light"])
+@pytest.mark.parametrize("side", [8, 16, 28, 64])
+def test_tight_crops_are_digits(side: int, light_on_dark: bool) -> None:
+    # Strokes touch the frame: it is the digit's own box (or the digit is stretched to fill
+    # it), as collections crop. Without a margin the digit must come out as with one.
+    similarities = []
+    for digit, stretch in itertools.product(range(10), (False, True)):
+        scan = tight_scan(digit, side, seed=digit, light_on_dark=light_on_dark, stretch=stretch)
+        pixels = _seen(scan)
+        assert (pixels > 127).mean() < 0.4, digit  # ink bright on dark whichever way it came
+        similarities.append(_similarity(pixels, _seen(_margin(scan))))
+    # At 8×8 a digit is a few blobs and the margin changes how it is enlarged.
+    assert min(similarities) > (0.55 if side == 8 else 0.8)
+    assert np.median(similarities) > (0.85 if side == 8 else 0.95)
+
+
+@pytest.mark.parametrize(("stroke", "stretch"), [(0.2, False), (0.14, True)])
+def test_polarity_holds_when_thick_ink_fills_the_frame(stroke: float, stretch: bool) -> None:
+    # A marker digit cropped tight covers about half the frame: which level is ink cannot be
+    # told from how much of each there is. Up to 60 % of the frame it is still told apart.
+    coverage = []
+    for digit in range(10):
+        bright = tight_scan(digit, 16, stroke=stroke, seed=digit, stretch=stretch)
+        coverage.append(float((np.asarray(bright) > 127).mean()))
+        if coverage[-1] > 0.6:
+            continue
+        pixels = _seen(bright)
+        assert _similarity(pixels, _seen(ImageOps.invert(bright))) > 0.95, digit
+        assert _similarity(pixels, _seen(_margin(bright))) > 0.75, digit
+    assert np.median(coverage) > 0.4
+
+
+@pytest.mark.parametrize("mode", ["1", "P", "L"], ids=["1-bit", "palette", "0-and-255"])
+def test_two_level_scans_match_their_grey_originals(mode: str) -> None:
+    similarities = []
+    for digit in range(10):
+        grey = tight_scan(digit, 16, seed=digit)
+        binary = two_level(grey, mode)
+        assert binary.mode == mode
+        similarities.append(_similarity(_seen(binary), _seen(grey)))
+        # And enlarged with nearest-neighbour, as binarised collections are often shipped.
+        big = binary.resize((64, 64), Image.Resampling.NEAREST)
+        similarities.append(_similarity(_seen(big), _seen(grey)))
+    # Binarising moves every stroke's edge by up to half a pixel of the 16×16.
+    assert min(similarities) > 0.8 and np.median(similarities) > 0.9
+
+
+def test_real_scans_of_another_collection_are_all_found() -> None:
+    # scikit-learn's 8×8 digits (43 writers, ink bright on dark, strokes touching the frame).
+    from sklearn.datasets import load_digits
+
+    images = (load_digits().images[:300] * (255 / 16)).round().astype(np.uint8)
+    renderings = {
+        "8×8": lambda d: d,
+        "32×32 bilinear": lambda d: np.asarray(Image.fromarray(d).resize((32, 32))),
+        "inverted": lambda d: 255 - d,
+        "binarised": lambda d: np.where(d >= 128, 255, 0).astype(np.uint8),
+    }
+    for name, render in renderings.items():
+        reasons = [preprocess(render(d)).reason for d in images]
+        refused = [r for r in reasons if r is not None]
+        assert len(refused) <= 3, (name, refused[:5])
+
+
+@pytest.mark.parametrize("kind", ["box", "cell", "ruled", "squared"])
+def test_printed_lines_are_not_the_digit(kind: str) -> None:
+    for digit in (1, 4, 7, 8):
+        plain = _seen(pen_photo(digit, Look(size=(240, 240), digit_height=0.55), seed=digit))
+        lined = lined_paper(digit, kind, seed=digit)
+        result = preprocess(lined)
+        assert result.pixels is not None, result.reason
+        assert _similarity(result.pixels, plain) > 0.85, (kind, digit)
+        left, top, right, bottom = result.box or (0, 0, 0, 0)
+        assert right - left < 0.6 * 240 and bottom - top < 0.7 * 240  # the digit's box
+
+
+@pytest.mark.parametrize("kind", ["box", "cell", "ruled", "squared"])
+def test_blank_lined_paper_is_no_digit(kind: str) -> None:
+    result = preprocess(lined_paper(None, kind))
+    assert result.pixels is None and result.reason is not None
+    assert result.reason.startswith("no digit:"), result.reason
+
+
+def test_a_bar_across_a_tight_crop_is_part_of_the_digit() -> None:
+    # The bar of a 7 or the base of a 2 in a tight crop runs across the whole width, straight
+    # and thin like a ruled line; but it ends where the rest of the digit does.
+    for digit in (7, 2, 4, 5):
+        glyph = pen_glyph(digit, 0.04, seed=digit)
+        tight = Image.fromarray((255 * (1 - glyph)).astype(np.uint8)).resize((96, 120))
+        assert _similarity(_seen(tight), _with_margin(digit, digit, stroke=0.04)) > 0.8, digit
+
+
+def test_pencil_hairline_and_thick_marker() -> None:
+    pencil = Look(paper=(236, 234, 228), ink=(150, 150, 155), noise=2.0)
+    for digit in (0, 2, 5, 7):
+        normal = _with_margin(digit, digit, stroke=0.09)
+        assert _similarity(_seen(pen_photo(digit, pencil, stroke=0.012, seed=digit)), normal) > 0.8
+        assert _similarity(_seen(pen_photo(digit, LOOKS["plain"], 0.3, digit)), normal) > 0.8
+
+
+@pytest.mark.parametrize("side", ["left", "bottom", "top"])
+def test_shadow_along_the_border_is_not_the_digit(side: str) -> None:
+    for digit in (1, 6, 9):
+        photo = pen_photo(digit, Look(size=(300, 240), digit_height=0.5), seed=digit)
+        shaded = preprocess(border_shadow(photo, side))
+        assert shaded.pixels is not None, shaded.reason
+        assert _similarity(shaded.pixels, _seen(photo)) > 0.9, (side, digit)
+    blank = border_shadow(Image.new("RGB", (300, 240), (240, 238, 232)), side)
+    result = preprocess(blank)
+    assert result.pixels is None and result.reason is not None
+    assert result.reason.startswith("no digit:")
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        Image.new("L", (16, 16), 0),
+        Image.new("1", (16, 16), 1),
+        Image.fromarray(np.random.default_rng(2).normal(128, 3, (16, 16)).astype(np.uint8)),
+        Image.fromarray(np.random.default_rng(3).normal(30, 2, (8, 8)).astype(np.uint8)),
+    ],
+    ids=["black-16", "white-1-bit", "grey-noise-16", "dark-noise-8"],
+)
+def test_small_blank_scans_are_no_digit(image: Image.Image) -> None:
+    result = preprocess(image)
+    assert result.pixels is None and result.reason is not None
+    assert result.reason.startswith("no digit:")

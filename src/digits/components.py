@@ -23,6 +23,7 @@ BACKDROP_BAND = 0.4  # ...and, along one side, reach in no further than this sha
 LINE_SPAN = 0.75  # a printed line runs across at least this share of the image
 LINE_THIN = 0.08  # ...and is at most this share of the image thick (at least 3 pixels allowed)
 LINE_BEYOND = 0.04  # ...and reaches this share of the image past the other ink at both ends
+FEW = 8  # up to this many pieces, boxes are measured one piece at a time (see label_components)
 LINE_TILT = 2  # rows (or columns) a line may drift across the image and still count as one
 
 
@@ -51,12 +52,30 @@ def label_components(mask: np.ndarray) -> tuple[np.ndarray, list[Component]]:
     mask = np.asarray(mask)
     if mask.ndim != 2:
         raise ValueError(f"mask must be 2-D, got shape {mask.shape}")
-    _, labels, stats, _ = cv2.connectedComponentsWithStats(
-        mask.astype(np.uint8, copy=False), connectivity=8, ltype=cv2.CV_32S
-    )
+    labels = np.zeros(mask.shape, dtype=np.int32)
+    ink = mask.astype(np.uint8, copy=False)
+    # Label only the box around the ink: OpenCV's statistics cost a few nanoseconds for every
+    # pixel, paper included, and the ink's box is often a fraction of the frame.
+    left, top, width, height = cv2.boundingRect(ink)
+    if width == 0:
+        return labels, []
+    box = ink[top : top + height, left : left + width]
+    count, inside = cv2.connectedComponents(box, connectivity=8, ltype=cv2.CV_32S)
+    labels[top : top + height, left : left + width] = inside
+    if count - 1 > FEW:
+        _, _, stats, _ = cv2.connectedComponentsWithStats(box, connectivity=8, ltype=cv2.CV_32S)
+        boxes = [tuple(row) for row in stats[1:].tolist()]
+    else:
+        # A handful of pieces (most images): one mask and its bounding box each is cheaper
+        # than OpenCV's statistics, which visit every pixel of the box once more per pixel.
+        boxes = []
+        for k in range(1, count):
+            piece = (inside == k).view(np.uint8)
+            x, y, w, h = cv2.boundingRect(piece)
+            boxes.append((x, y, w, h, cv2.countNonZero(piece[y : y + h, x : x + w])))
     components = [
-        Component(k, int(area), int(top), int(left), int(top + height), int(left + width))
-        for k, (left, top, width, height, area) in enumerate(stats[1:].tolist(), start=1)
+        Component(k, int(n), int(top + y), int(left + x), int(top + y + h), int(left + x + w))
+        for k, (x, y, w, h, n) in enumerate(boxes, start=1)
     ]
     components.sort(key=lambda c: c.area, reverse=True)
     return labels, components
@@ -152,19 +171,34 @@ def _runs(values: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(starts.tolist(), stops.tolist(), strict=True))
 
 
-def _horizontal_lines(mask: np.ndarray, tolerant: np.ndarray) -> list[Line]:
-    """Bands of rows holding one unbroken run of ink across LINE_SPAN of the width; `tolerant`
-    is the mask grown by LINE_TILT rows up and down."""
+def _counts(mask: np.ndarray, axis: int) -> np.ndarray:
+    """Ink pixels in each row (axis 1) or column (axis 0) of a 0/1 uint8 mask."""
+    return cv2.reduce(mask, axis, cv2.REDUCE_SUM, dtype=cv2.CV_32S).ravel()
+
+
+def _may_hold_line(counts: np.ndarray, length: int) -> bool:
+    """Whether some LINE_TILT-drifting band of rows holds ink enough for a line: a cheap test
+    that most images fail, before the lines are traced."""
+    band = np.convolve(counts, np.ones(2 * LINE_TILT + 1, dtype=np.int32), mode="same")
+    return bool(band.max(initial=0) >= LINE_SPAN * length)
+
+
+def _horizontal_lines(mask: np.ndarray) -> list[Line]:
+    """Bands of rows holding one unbroken run of ink across LINE_SPAN of the width."""
     height, width = mask.shape
-    rows = tolerant.sum(axis=1) >= LINE_SPAN * width
+    # A line drifting by a row or two across the image still fills every column of a band a
+    # few rows tall, so the ink counts of the grown mask's rows find it without tracing runs.
+    grown = cv2.dilate(mask.view(np.uint8), np.ones((2 * LINE_TILT + 1, 1), np.uint8))
+    rows = _counts(grown, 1) >= LINE_SPAN * width
     if not rows.any():
         return []
+    tolerant = grown.view(bool)
     thick = max(3, round(LINE_THIN * height)) + 2 * LINE_TILT
     lines = []
     for start, stop in _runs(rows):
         if stop - start > thick:
             continue  # a wide band of ink (a thick stroke, a fill), not a printed line
-        covered = tolerant[start:stop].any(axis=0)
+        covered = np.asarray(tolerant[start:stop].any(axis=0))
         for begin, end in _runs(covered):
             if end - begin >= LINE_SPAN * width:
                 lines.append(Line(True, start, stop, begin, end))
@@ -173,14 +207,13 @@ def _horizontal_lines(mask: np.ndarray, tolerant: np.ndarray) -> list[Line]:
 
 def find_lines(mask: np.ndarray) -> list[Line]:
     """Straight thin lines running across most of the image, along rows or columns."""
-    # A line drifting by a row or two across the image still fills every column of a band a
-    # few rows tall, so the ink counts of the grown mask's rows find it without tracing runs.
-    grow = 2 * LINE_TILT + 1
     ink = mask.view(np.uint8)
-    lines = _horizontal_lines(mask, cv2.dilate(ink, np.ones((grow, 1), np.uint8)) > 0)
-    tolerant = cv2.dilate(ink, np.ones((1, grow), np.uint8)) > 0
-    if (tolerant.sum(axis=0) >= LINE_SPAN * mask.shape[0]).any():
-        down = _horizontal_lines(np.ascontiguousarray(mask.T), np.ascontiguousarray(tolerant.T))
+    height, width = mask.shape
+    lines = []
+    if _may_hold_line(_counts(ink, 1), width):
+        lines += _horizontal_lines(mask)
+    if _may_hold_line(_counts(ink, 0), height):
+        down = _horizontal_lines(np.ascontiguousarray(mask.T))
         lines += [Line(False, d.start, d.stop, d.begin, d.end) for d in down]
     return lines
 
@@ -199,7 +232,7 @@ def reaches_past(line: Line, rest: np.ndarray) -> bool:
     """Whether a line runs past the rest of the ink at both ends, as a printed line past the
     digit written on or inside it does; the bar of a 7 or the base of a 2 in a tight crop ends
     where the rest of the digit does, at one end at least."""
-    along = rest.any(axis=0 if line.horizontal else 1)
+    along = np.asarray(rest.any(axis=0 if line.horizontal else 1))
     ink = np.flatnonzero(along)
     if len(ink) == 0:
         return True  # nothing else: ruled paper alone
@@ -207,20 +240,14 @@ def reaches_past(line: Line, rest: np.ndarray) -> bool:
     return line.begin <= ink[0] - margin and line.end >= ink[-1] + 1 + margin
 
 
-def mend_crossings(rest: np.ndarray, removed: np.ndarray, line: Line) -> np.ndarray:
-    """Give back the line pixels where a stroke of the rest crosses the line (ink just before
-    and just after its band), so that removing the line leaves no gap in the digit."""
-    mended = rest.copy()
-    if line.horizontal:
-        before = rest[line.start - 1] if line.start > 0 else np.zeros(rest.shape[1], bool)
-        after = rest[line.stop] if line.stop < rest.shape[0] else np.zeros(rest.shape[1], bool)
-        crossing = before & after
-        band = removed[line.start : line.stop] & crossing[None, :]
-        mended[line.start : line.stop] |= band
-    else:
-        before = rest[:, line.start - 1] if line.start > 0 else np.zeros(rest.shape[0], bool)
-        after = rest[:, line.stop] if line.stop < rest.shape[1] else np.zeros(rest.shape[0], bool)
-        crossing = before & after
-        band = removed[:, line.start : line.stop] & crossing[:, None]
-        mended[:, line.start : line.stop] |= band
-    return mended
+def mend_crossings(rest: np.ndarray, ink: np.ndarray, line: Line, reach: int) -> None:
+    """Give back, in place, the ink where a stroke of `rest` meets a removed line: columns
+    (rows, for a vertical line) with ink just before or just after the line's band grown by
+    `reach`. A stroke crossing the line is left whole, and one lying along it (the bar of a 7
+    on a ruled line) keeps its width, taking the line's few pixels with it."""
+    start = max(line.start - reach, 0)
+    stop = min(line.stop + reach, rest.shape[0] if line.horizontal else rest.shape[1])
+    view, source = (rest, ink) if line.horizontal else (rest.T, ink.T)
+    before = view[start - 1] if start > 0 else np.zeros(view.shape[1], dtype=bool)
+    after = view[stop] if stop < view.shape[0] else np.zeros(view.shape[1], dtype=bool)
+    view[start:stop] |= source[start:stop] & (before | after)[None, :]

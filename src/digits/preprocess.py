@@ -26,6 +26,7 @@ moments: each one C call where NumPy needs several passes). No torch: this is th
 
 from __future__ import annotations
 
+import functools
 import io
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from digits.components import (
     Component,
+    Line,
     find_lines,
     is_backdrop,
     label_components,
@@ -68,13 +70,18 @@ CENTRE = 14.0  # where MNIST's centre of mass sits (row, column), measured on th
 NORM_SIDE = 80  # resolution at which the stroke width is measured and adjusted (4 × BOX)
 STROKE_WIDTH = 10.0  # median MNIST stroke width at NORM_SIDE, measured with _stroke_width
 MIN_CONTRAST = 24.0  # grey levels between ink and background below which nothing is written
+HAIRLINE = 2.5  # strokes thinner than this (working pixels, mean) are located at a lower cut
+NOISY = 3.0  # paper noise (grey levels, robust deviation) from which the image is blurred first
 SPECK_FRACTION = 0.08  # components smaller than this share of the largest are noise
 SPECK_SIZE = 0.03  # ...and so are those whose longer side is under this share of the image's
-MAX_INK_FRACTION = 0.6  # more "ink" than this is a photo or a fill, not a written digit
+MAX_INK_FRACTION = 0.75  # more "ink" than this is a photo or a fill, not a written digit
 BESIDE_INK = 0.2  # a piece clear of the frame this share of the shorter side long is writing
 COARSE_SIDE = 32  # the background is fitted on a copy this small: lighting is smooth
 MAJORITY = 0.6  # the level covering more than this share of the frame is the paper...
 BORDER_MAJORITY = 0.7  # ...else the one holding this share of the frame's border, if one does
+FLAT_PAPER = 3.0  # paper varying less than this (robust deviation, grey levels) is one level
+OVERWHELMING = 0.8  # a level covering this share of the frame is the paper, however cut up...
+MANY_MORE_PIECES = 3  # ...below it, a level in this many more pieces than the other is
 
 
 class ImageError(ValueError):
@@ -263,37 +270,54 @@ def load_grey(source: Source, name: str | None = None) -> tuple[np.ndarray, floa
     return grey, original / max(grey.shape)
 
 
-def _sample(values: np.ndarray, limit: int = 8192) -> np.ndarray:
+def _sample(values: np.ndarray, limit: int = 2048) -> np.ndarray:
     """An even subsample of at most ~`limit` values: medians and percentiles of a whole image
     cost more than everything else here, and a few thousand pixels estimate them as well."""
     flat = values.ravel()
     return flat[:: max(1, len(flat) // limit)]
 
 
-def _terms(rows: int, cols: int) -> np.ndarray:
-    """The quadratic surface's terms (1, x, y, x², xy, y²) at each pixel of a rows×cols grid."""
+def _quantile(values: np.ndarray, q: float) -> float:
+    """The q-quantile of a 1-D array of a few thousand values (the value at rank q·(n - 1)).
+    Sorted outright: NumPy's partial sort slows tenfold on repeated values, which images are
+    full of (flat paper), while sorting a few thousand values takes microseconds."""
+    return float(np.sort(values)[int(q * (len(values) - 1))])
+
+
+@functools.lru_cache(maxsize=64)
+def _terms(rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
+    """The quadratic surface's terms (1, x, y, x², xy, y²) at each pixel of a rows×cols grid,
+    pixels × terms and its transpose (both contiguous: the fit multiplies by each)."""
     y = np.repeat((np.arange(rows) + 0.5) / rows - 0.5, cols)
     x = np.tile((np.arange(cols) + 0.5) / cols - 0.5, rows)
-    return np.stack([np.ones_like(x), x, y, x * x, x * y, y * y], axis=1)
+    terms = np.stack([np.ones_like(x), x, y, x * x, x * y, y * y], axis=1)
+    across = np.ascontiguousarray(terms.T)
+    terms.flags.writeable = across.flags.writeable = False  # shared between calls by the cache
+    return terms, across
 
 
-def _fit(values: np.ndarray, terms: np.ndarray, keep: np.ndarray, rounds: int) -> np.ndarray:
-    """Robust least squares of `values` on `terms`, from the pixels `keep` (the paper): each
-    round refits on those within 2.5 robust deviations of the last fit, never outside `keep`."""
-    allowed, count = keep, terms.shape[1]
+def _fit(
+    values: np.ndarray, terms: tuple[np.ndarray, np.ndarray], keep: np.ndarray, rounds: int
+) -> np.ndarray:
+    """Robust least squares of `values` on `terms` (see `_terms`; the first k columns for a
+    k-term surface), from the pixels `keep` (the paper): each round refits on those within 2.5
+    robust deviations of the last fit, never outside `keep`."""
+    along, across = terms
+    allowed, count = keep, along.shape[1]
     coefficients = np.zeros(count)
-    coefficients[0] = float(np.median(values[keep])) if keep.any() else float(np.median(values))
-    for _ in range(rounds):
-        if keep.sum() < 4 * count:
+    ridge = 1e-3 * np.eye(count)
+    for round_ in range(rounds):
+        if np.count_nonzero(keep) < 4 * count:
+            if round_ == 0:  # too few pixels to fit a surface to: their level, flat
+                coefficients[0] = _quantile(values[keep] if keep.any() else values, 0.5)
             break
-        chosen = terms[keep]
-        # Normal equations with a touch of ridge: small, much cheaper than lstsq, and stable
-        # when the kept pixels leave a term unconstrained.
-        gram = chosen.T @ chosen + 1e-3 * np.eye(count)
-        coefficients = np.linalg.solve(gram, chosen.T @ values[keep])
-        residual = values - terms @ coefficients
-        spread = 1.4826 * float(np.median(np.abs(residual[keep]))) + 1.0
-        keep = allowed & (np.abs(residual) < 2.5 * spread)
+        # Normal equations of the kept pixels (weights 0 or 1), with a touch of ridge: small,
+        # much cheaper than lstsq, and stable when the kept pixels leave a term unconstrained.
+        weighted = across * keep
+        coefficients = np.linalg.solve(weighted @ along + ridge, weighted @ values)
+        deviation = np.abs(values - along @ coefficients)
+        spread = 1.4826 * _quantile(deviation[keep], 0.5) + 1.0
+        keep = allowed & (deviation < 2.5 * spread)
     return coefficients
 
 
@@ -313,40 +337,57 @@ def _otsu(values: np.ndarray) -> tuple[float, float, float]:
     return float(ordered[best]), float(low[best]), float(high[best])
 
 
-def _paper(coarse: np.ndarray, terms: np.ndarray) -> tuple[np.ndarray, int | None]:
+def _pieces(level: np.ndarray) -> int:
+    """Sizeable 4-connected pieces of one level of the coarse copy (1 % of it or more)."""
+    _, _, stats, _ = cv2.connectedComponentsWithStats(level.view(np.uint8), connectivity=4)
+    return int(np.count_nonzero(stats[1:, cv2.CC_STAT_AREA] >= 0.01 * level.size))
+
+
+def _paper(
+    coarse: np.ndarray, terms: tuple[np.ndarray, np.ndarray]
+) -> tuple[np.ndarray, int | None]:
     """Which pixels of the coarse copy are paper, and the sign that turns the ink bright (+1:
     the ink is already lighter); None when the image has no two clear levels (blank, or ink
     too thin to show at this size), where the paper is what lies near the median.
 
     The two levels are Otsu's split of the copy with a lighting gradient taken out first (a
     plane fitted from the grey levels near the median), so that a lamp to one side does not
-    split the paper in two. The level covering most of the frame is the paper. When neither
-    does, a tight crop that the digit fills, the paper is the level holding the frame's border:
-    strokes touch the border at a few points, the background runs along all of it.
+    split the paper in two. The level covering most of the frame is the paper, unless it is
+    in one or two pieces and the other level in many more: a thick digit filling a tight crop,
+    its strokes cutting the background into the bays and holes between them. When neither
+    level covers most of the frame, the paper is the level in more pieces; if both are in as
+    many, the level holding most of the frame's border.
     """
     values = coarse.ravel()
-    middle = float(np.median(values))
-    deviation = np.abs(values - middle)
-    near = deviation < 2.5 * (1.4826 * float(np.median(deviation)) + 1.0)
-    plane = terms[:, :3]
-    flat = values - plane @ _fit(values, plane, near, 2)
+    deviation = np.abs(values - _quantile(values, 0.5))
+    near = deviation < 2.5 * (1.4826 * _quantile(deviation, 0.5) + 1.0)
+    plane = (terms[0][:, :3], terms[1][:3])
+    flat = values - plane[0] @ _fit(values, plane, near, 1)
     threshold, low_mean, high_mean = _otsu(flat)
     if high_mean - low_mean < MIN_CONTRAST:
         return near, None
     low = (flat <= threshold).reshape(coarse.shape)
-    share = float(low.mean())
+    share = np.count_nonzero(low) / low.size
     paper_is_low = share > 0.5
-    if max(share, 1 - share) < MAJORITY:
+    if max(share, 1 - share) < OVERWHELMING:
+        pieces_low, pieces_high = _pieces(low), _pieces(~low)
         ring = np.concatenate([low[0], low[-1], low[1:-1, 0], low[1:-1, -1]])
-        border = float(ring.mean())
-        if max(border, 1 - border) >= BORDER_MAJORITY:
+        border = np.count_nonzero(ring) / ring.size
+        if abs(pieces_low - pieces_high) >= MANY_MORE_PIECES:
+            paper_is_low = pieces_low > pieces_high  # a thick digit filling a tight crop
+        elif max(share, 1 - share) >= MAJORITY:
+            pass
+        elif pieces_low != pieces_high:
+            paper_is_low = pieces_low > pieces_high
+        elif max(border, 1 - border) >= BORDER_MAJORITY:
             paper_is_low = border > 0.5
     paper = low.ravel() if paper_is_low else ~low.ravel()
     return paper, 1 if paper_is_low else -1
 
 
 def _background(grey: np.ndarray) -> tuple[np.ndarray, int | None]:
-    """A smooth background surface at full size, and the ink's sign (see `_paper`).
+    """A smooth background surface at full size (1×1 where it is flat), and the ink's sign
+    (see `_paper`).
 
     Uneven lighting (a lamp to one side, a vignette, a shadow gradient) is smooth across the
     frame, so a quadratic captures it while ink, thin and sharp, stays far from the fit. It is
@@ -354,17 +395,36 @@ def _background(grey: np.ndarray) -> tuple[np.ndarray, int | None]:
     crop and take the digit for background.
     """
     height, width = grey.shape
-    if max(height, width) > COARSE_SIDE:
-        ratio = COARSE_SIDE / max(height, width)
-        size = (max(2, round(width * ratio)), max(2, round(height * ratio)))
-        coarse = cv2.resize(grey, size, interpolation=cv2.INTER_AREA).astype(np.float64)
-    else:
-        coarse = grey.astype(np.float64)
-    terms = _terms(*coarse.shape)
+    # Whole-number box averaging, on the image trimmed to a multiple of the factor (a few
+    # pixels at the far edges): OpenCV's fast path, several times cheaper than any other size.
+    factor = max(1, min(-(-max(height, width) // COARSE_SIDE), min(height, width) // 2))
+    rows, cols = height // factor, width // factor
+    coarse = grey[: rows * factor, : cols * factor]
+    if factor > 1:
+        coarse = cv2.resize(coarse, (cols, rows), interpolation=cv2.INTER_AREA)
+    coarse = coarse.astype(np.float64)
+    terms = _terms(rows, cols)
     paper, sign = _paper(coarse, terms)
-    c0, c1, c2, c3, c4, c5 = _fit(coarse.ravel(), terms, paper, 2 if sign is None else 3)
-    gy = ((np.arange(height, dtype=np.float32) + 0.5) / height - 0.5)[:, None]
-    gx = ((np.arange(width, dtype=np.float32) + 0.5) / width - 0.5)[None, :]
+    if sign is not None:
+        # The paper's core: its pixels next to ink are half ink (anti-aliasing, blur) and, in
+        # a tight crop where paper is the bays and holes between strokes, most of it.
+        core = cv2.erode(paper.reshape(rows, cols).view(np.uint8), np.ones((3, 3), np.uint8))
+        if np.count_nonzero(core) >= max(24, 0.1 * np.count_nonzero(paper)):
+            paper = core.view(bool).ravel()
+    values = coarse.ravel()
+    level = values[paper] if paper.any() else values
+    if 1.4826 * _quantile(np.abs(level - _quantile(level, 0.5)), 0.5) < FLAT_PAPER:
+        # Evenly lit paper (scans, canvases): one level. A surface fitted to the paper of a
+        # tight crop, in bits between the strokes, would bulge or tilt between them.
+        terms = (terms[0][:, :1], terms[1][:1])
+    c0, c1, c2, c3, c4, c5 = [*_fit(values, terms, paper, 2), 0.0, 0.0, 0.0, 0.0, 0.0][:6]
+    if abs(c1) + abs(c2) + (abs(c3) + abs(c4) + abs(c5)) / 2 < 1.0:
+        # Under a grey level from corner to corner (scans, canvases): a constant will do, one
+        # operation on the image instead of three.
+        return np.full((1, 1), c0, dtype=np.float32), sign
+    # The surface at every pixel, in the coarse grid's coordinates (which end at the trim).
+    gy = ((np.arange(height, dtype=np.float32) + 0.5) / (rows * factor) - 0.5)[:, None]
+    gx = ((np.arange(width, dtype=np.float32) + 0.5) / (cols * factor) - 0.5)[None, :]
     # Grouped by rows and columns so that only three operations touch the full image.
     along_x = (c0 + c1 * gx + c3 * gx * gx).astype(np.float32)
     slope_y = (c2 + c4 * gx).astype(np.float32)
@@ -397,19 +457,26 @@ def _significant(mask: np.ndarray) -> np.ndarray:
     return np.isin(labels, kept) if kept else np.zeros(mask.shape, dtype=bool)
 
 
-def _printed_lines(mask: np.ndarray) -> np.ndarray | None:
-    """The pixels of printed lines in the mask (a box around the digit, ruled or squared
-    paper), or None when there are none: straight thin lines across most of the image that run
-    past the rest of the ink at both ends. One lone vertical line is left alone: it may be a 1."""
+def _printed_lines(mask: np.ndarray) -> list[Line]:
+    """Printed lines in the mask (a box around the digit, ruled or squared paper): straight
+    thin lines across most of the image that run past the rest of the ink at both ends. One
+    lone vertical line is left alone: it may be a 1."""
     lines = find_lines(mask)
     if not lines:
-        return None
+        return []
     pixels = [line_pixels(mask, line) for line in lines]
     rest = _significant(mask & ~np.logical_or.reduce(pixels))
     if not rest.any() and len(lines) == 1 and not lines[0].horizontal:
-        return None
-    printed = [p for line, p in zip(lines, pixels, strict=True) if reaches_past(line, rest)]
-    return np.logical_or.reduce(printed) if printed else None
+        return []
+    return [line for line in lines if reaches_past(line, rest)]
+
+
+def _noise(residual: np.ndarray) -> float:
+    """The noise, from the paper's side of the background only: ink lies on the other side,
+    and where it fills much of a tight crop it would inflate a two-sided estimate."""
+    sample = _sample(residual)
+    paper_side = -sample[sample < 0]
+    return 1.4826 * _quantile(paper_side, 0.5) if paper_side.size else 0.0
 
 
 def locate_ink(grey: np.ndarray, scale: float = 1.0) -> Ink | str:
@@ -420,35 +487,43 @@ def locate_ink(grey: np.ndarray, scale: float = 1.0) -> Ink | str:
             f"no digit: the image is {round(width * scale)}×{round(height * scale)} pixels, "
             "too small to hold one"
         )
-    # A 3×3 binomial blur evens out sensor and JPEG noise before thresholding; strokes at
-    # working size are several pixels wide and survive it.
-    smooth = cv2.GaussianBlur(grey, (3, 3), 0) if min(height, width) >= 64 else grey
-    background, sign = _background(smooth)
-    residual = smooth - background
+    background, sign = _background(grey)
     if sign is None:
+        residual = grey - background
         sample = _sample(residual)
-        spread = 1.4826 * float(np.median(np.abs(sample - np.median(sample))))
+        spread = 1.4826 * _quantile(np.abs(sample - _quantile(sample, 0.5)), 0.5)
         sign = -1 if _darker_ink(residual, max(4.0 * spread, MIN_CONTRAST / 2)) else 1
-    if sign < 0:
-        residual = -residual  # dark ink on light paper: make the ink bright, as in MNIST
-    # The noise, from the paper's side of the background only: ink lies on the other side,
-    # and where it fills much of a tight crop it would inflate a two-sided estimate.
-    sample = _sample(residual)
-    paper_side = -sample[sample < 0]
-    noise = 1.4826 * float(np.median(paper_side)) if paper_side.size else 0.0
+        if sign < 0:
+            residual = -residual
+    else:
+        # Dark ink on light paper is turned bright, as in MNIST.
+        residual = grey - background if sign > 0 else background - grey
+    noise = _noise(residual)
+    if noise >= NOISY and min(height, width) >= 64:
+        # A 3×3 binomial blur evens out sensor and JPEG noise before thresholding; strokes
+        # at working size are several pixels wide and survive it. Clean images (scans,
+        # drawings) skip it: it would halve the contrast of a hairline.
+        residual = cv2.GaussianBlur(residual, (3, 3), 0)
+        noise = _noise(residual)
     floor = max(4.0 * noise, MIN_CONTRAST / 2)
     candidates = _sample(residual[residual > floor])
     if candidates.size == 0:
         return "no digit: the image is blank (nothing stands out from the background)"
-    level = float(np.percentile(candidates, 90))
+    level = _quantile(candidates, 0.9)
     if level < MIN_CONTRAST:
         return f"no digit: the marks are too faint (contrast {level:.0f} of 255)"
-    mask = residual > max(level / 2, floor)
-    if mask.mean() > MAX_INK_FRACTION:
+    cut = 0.5  # of the ink level: where the mask's edge lies, half-way up the strokes
+    mask = residual > max(cut * level, floor)
+    if np.count_nonzero(mask) > MAX_INK_FRACTION * mask.size:
         return "no digit: ink would cover most of the image (a photo or a fill, not a digit)"
+    if _stroke_width(mask) < HAIRLINE:
+        # A hairline's contrast is spread over the two pixel rows it straddles, each under
+        # half the level where it does: cut lower, or a 2 loses its base.
+        cut = 0.25
+        mask = residual > max(cut * level, floor)
     printed = _printed_lines(mask)
-    if printed is not None:
-        mask, level = _without_lines(residual, mask, printed, floor, level)
+    if printed:
+        mask, level = _without_lines(residual, mask, printed, floor, level, cut)
         if not mask.any():
             return "no digit: only printed lines (a box, ruled or squared paper), no writing"
     labels, components = label_components(mask)
@@ -465,23 +540,33 @@ def locate_ink(grey: np.ndarray, scale: float = 1.0) -> Ink | str:
     if not strokes:
         return "no digit: only specks of noise, no stroke large enough to be a digit"
     kept = [c for c in strokes if c.area >= SPECK_FRACTION * strokes[0].area]
-    strength = np.clip(residual * np.float32(1.0 / level), 0.0, 1.0)
+    # Strength 0.5 where the mask's edge lies: `normalise_digit` outlines the digit there.
+    strength = residual * np.float32(0.5 / (cut * level))
+    np.clip(strength, 0.0, 1.0, out=strength)
     return Ink(strength=strength, labels=labels, components=kept, scale=scale)
 
 
 def _without_lines(
-    residual: np.ndarray, mask: np.ndarray, printed: np.ndarray, floor: float, level: float
+    residual: np.ndarray,
+    mask: np.ndarray,
+    printed: list[Line],
+    floor: float,
+    level: float,
+    cut: float,
 ) -> tuple[np.ndarray, float]:
     """The mask with printed lines taken out, thresholded again without them (dark printed
     lines would otherwise set the ink level and lose a pencil digit), strokes that cross a
-    line mended across it; and the ink level of what is left."""
-    zone = dilate(printed)
+    line mended across it; and the ink level of what is left. The lines' own contrast is
+    cleared from `residual`, so that no trace of them reaches the digit's crop."""
+    zone = dilate(np.logical_or.reduce([line_pixels(mask, line) for line in printed]))
     candidates = _sample(residual[~zone & (residual > floor)])
     if candidates.size:
-        level = max(MIN_CONTRAST, float(np.percentile(candidates, 90)))
-    rest = (residual > max(level / 2, floor)) & ~zone
-    for line in find_lines(mask):
-        rest = mend_crossings(rest, line_pixels(mask, line) & printed, line)
+        level = max(MIN_CONTRAST, _quantile(candidates, 0.9))
+    ink = residual > max(cut * level, floor)
+    rest = ink & ~zone
+    for line in printed:
+        mend_crossings(rest, ink, line, reach=1)  # the zone reaches a pixel past the line
+    residual[zone & ~rest] = 0.0
     return rest, level
 
 
@@ -513,13 +598,21 @@ def _stroke_width(mask: np.ndarray) -> float:
 
 
 def _resize_longest(values: np.ndarray, side: int) -> np.ndarray:
-    """float32 resized so that its longer side is `side`: box-averaged when shrinking (anti-
-    aliased), bilinear when enlarging."""
+    """float32 resized so that its longer side is `side`: shrunk by box averaging (anti-aliased),
+    a whole factor first (OpenCV's fast path) and bilinear for the rest; enlarged bilinearly."""
+    values = values.astype(np.float32, copy=False)
     height, width = values.shape
+    factor = max(height, width) // side
+    if factor > 1:
+        values = values[: height - height % factor, : width - width % factor]
+        height, width = height // factor, width // factor
+        values = cv2.resize(values, (width, height), interpolation=cv2.INTER_AREA)
     ratio = side / max(height, width)
     size = (max(1, round(width * ratio)), max(1, round(height * ratio)))
-    method = cv2.INTER_AREA if ratio < 1 else cv2.INTER_LINEAR
-    return cv2.resize(values.astype(np.float32, copy=False), size, interpolation=method)
+    if size == (width, height):
+        return values
+    method = cv2.INTER_AREA if ratio < 0.5 else cv2.INTER_LINEAR
+    return cv2.resize(values, size, interpolation=method)
 
 
 def _tight(mask: np.ndarray) -> np.ndarray:
@@ -536,6 +629,13 @@ def normalise_digit(crop: np.ndarray) -> np.ndarray | None:
     """Cropped ink strength (float, ink bright) → uint8 28×28 as MNIST; None if nothing is left."""
     if crop.size == 0:
         return None
+    shrink = max(crop.shape) / NORM_SIDE
+    if shrink >= 1.5:
+        # A hairline a pixel wide would average away under the threshold when shrunk: widen
+        # every stroke by the shrink factor first (a pixel at NORM_SIDE, next to nothing
+        # beside MNIST's ten; the stroke width is set below anyway).
+        reach = round(shrink)
+        crop = cv2.dilate(crop, np.ones((reach, reach), np.uint8))
     shape = _resize_longest(crop, NORM_SIDE) >= 0.5
     if not shape.any():
         return None
@@ -543,7 +643,7 @@ def normalise_digit(crop: np.ndarray) -> np.ndarray | None:
     # Pens and markers make strokes from hairlines to blobs; MNIST's are ~2.5 px at 28×28.
     # Bring the width within a band around MNIST's by growing or shrinking the shape.
     width = _stroke_width(shape)
-    image = np.pad(shape, 8).view(np.uint8)
+    image: np.ndarray = np.pad(shape, 8).view(np.uint8)
     if width < 0.6 * STROKE_WIDTH:
         grow = round(STROKE_WIDTH * 0.8 - width) | 1
         image = cv2.dilate(image, _pen(min(grow, 15)))
