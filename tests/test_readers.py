@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 from pathlib import Path
 
 import numpy as np
@@ -119,6 +120,111 @@ def test_kaggle_empty_or_wrong_header(tmp_path: Path, content: str | None, messa
     )
     with pytest.raises(DataFormatError, match=message):
         read_kaggle_csv(path)
+
+
+def _body(images: np.ndarray, labels: np.ndarray | None) -> str:
+    """The CSV rows without the header line, as `to_csv(header=False)` or `np.savetxt` write."""
+    return kaggle_csv(images, labels).split("\n", 1)[1]
+
+
+@pytest.mark.parametrize("labelled", [False, True], ids=["test.csv", "train.csv"])
+def test_kaggle_csv_without_header_keeps_every_row(tmp_path: Path, labelled: bool) -> None:
+    images, labels = random_digits(20, seed=4)
+    path = tmp_path / "noheader.csv"
+    path.write_text(_body(images, labels if labelled else None))
+    table = read_kaggle_csv(path)
+    np.testing.assert_array_equal(table.images, images)  # all 20, the first row included
+    if labelled:
+        assert table.labels is not None
+        np.testing.assert_array_equal(table.labels, labels)
+    else:
+        assert table.labels is None
+
+
+def test_kaggle_csv_without_header_names_a_bad_row(tmp_path: Path) -> None:
+    images, _ = random_digits(3)
+    lines = _body(images, None).splitlines()
+    cells = lines[1].split(",")
+    cells[1] = "x"
+    lines[1] = ",".join(cells)
+    path = tmp_path / "noheader.csv"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataFormatError, match="row 2, column 2: not a number: 'x'"):
+        read_kaggle_csv(path)
+    path.write_text(",".join(["1"] * 100) + "\n")
+    with pytest.raises(DataFormatError, match="row 1: 100 columns .expected 784 pixels"):
+        read_kaggle_csv(path)
+
+
+def test_kaggle_first_row_half_numbers_is_refused(tmp_path: Path) -> None:
+    # A data row with one typo must not pass for a header: that would drop an image.
+    images, _ = random_digits(2)
+    path = tmp_path / "test.csv"
+    path.write_text("12a," + _body(images, None).split(",", 1)[1])
+    with pytest.raises(DataFormatError, match="row 1: 783 of 784 cells are numbers"):
+        read_kaggle_csv(path)
+
+
+@pytest.mark.parametrize("labelled", [False, True], ids=["test.csv", "train.csv"])
+def test_kaggle_csv_with_byte_order_mark(tmp_path: Path, labelled: bool) -> None:
+    images, labels = random_digits(3)
+    path = tmp_path / "excel.csv"
+    path.write_text(kaggle_csv(images, labels if labelled else None), encoding="utf-8-sig")
+    assert path.read_bytes()[:3] == b"\xef\xbb\xbf"
+    table = read_kaggle_csv(path)
+    np.testing.assert_array_equal(table.images, images)
+    assert (table.labels is not None) == labelled
+
+
+def test_kaggle_csv_quoted_header_crlf_and_blank_lines(tmp_path: Path) -> None:
+    images, labels = random_digits(3)
+    lines = kaggle_csv(images, labels).splitlines()
+    lines[0] = ",".join(f'"{name}"' for name in lines[0].split(","))
+    path = tmp_path / "train.csv"
+    path.write_bytes(("\r\n".join([*lines[:2], "", *lines[2:]]) + "\r\n\r\n").encode())
+    table = read_kaggle_csv(path)
+    np.testing.assert_array_equal(table.images, images)
+
+
+def test_kaggle_csv_hash_row_is_an_error_not_a_comment(tmp_path: Path) -> None:
+    images, _ = random_digits(3)
+    lines = kaggle_csv(images, None).splitlines()
+    lines[2] = "#" + lines[2]
+    path = tmp_path / "test.csv"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataFormatError, match="row 3, column 1: not a number"):
+        read_kaggle_csv(path)
+
+
+@pytest.mark.parametrize(
+    ("encode", "message"),
+    [
+        (lambda text: text.encode("utf-16"), "UTF-16 text, not a UTF-8 CSV"),
+        (lambda text: text.encode("utf-16-le"), "UTF-16 text, not a UTF-8 CSV"),
+        (lambda text: gzip.compress(text.encode()), "not a UTF-8 CSV"),
+        (lambda text: bytes(range(256)) * 4, "binary data, not a UTF-8 CSV"),
+        (lambda text: text.encode("latin-1") + "é".encode("latin-1"), "not a UTF-8 CSV .byte 0xe9"),
+    ],
+    ids=["utf-16", "utf-16-le", "gzip", "binary", "latin-1"],
+)
+def test_kaggle_csv_not_utf8_names_the_file(tmp_path: Path, encode: object, message: str) -> None:
+    images, _ = random_digits(2)
+    path = tmp_path / "test.csv"
+    path.write_bytes(encode(kaggle_csv(images, None)))  # type: ignore[operator]
+    with pytest.raises(DataFormatError, match=message) as error:
+        read_kaggle_csv(path)
+    assert str(error.value).startswith(f"{path}: ")
+
+
+def test_kaggle_csv_that_is_not_a_file(tmp_path: Path) -> None:
+    fifo = tmp_path / "test.csv"
+    os.mkfifo(fifo)  # reading it would block until a writer comes
+    with pytest.raises(DataFormatError, match="is a FIFO, not a file"):
+        read_kaggle_csv(fifo)
+    with pytest.raises(DataFormatError, match="is a folder, not a CSV file"):
+        read_kaggle_csv(tmp_path)
+    with pytest.raises(DataFormatError, match="missing.csv: no such file"):
+        read_kaggle_csv(tmp_path / "missing.csv")
 
 
 def test_npz_round_trip_and_load_dataset(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
-import warnings
+import stat
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,57 +89,138 @@ def _check_labels(labels: np.ndarray, name: str) -> None:
         raise DataFormatError(f"{name}: label {labels[bad[0]]} at index {bad[0]} is outside 0–9")
 
 
-def _locate_csv_problem(path: Path, has_label: bool) -> DataFormatError:
-    """Re-read a CSV row by row to name the first bad row; only runs after the fast path failed."""
+def _looks_utf16(head: bytes) -> bool:
+    """A UTF-16 byte-order mark, or ASCII text with a NUL byte beside every character."""
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return True
+    even, odd = head[0::2], head[1::2]
+    return len(head) >= 8 and (odd.count(0) == len(odd) or even.count(0) == len(even))
+
+
+def _csv_text(path: Path) -> str:
+    """The CSV as text: UTF-8, with or without a byte-order mark (Excel writes one); anything
+    else (UTF-16, binary data) is refused with the file named instead of a bare codec error."""
+    try:
+        kind = path.stat().st_mode
+    except FileNotFoundError:
+        raise DataFormatError(f"{path}: no such file") from None
+    if stat.S_ISDIR(kind):
+        raise DataFormatError(f"{path}: is a folder, not a CSV file")
+    if not stat.S_ISREG(kind):  # reading a FIFO or a device would block or never end
+        what = "a FIFO" if stat.S_ISFIFO(kind) else "a special file"
+        raise DataFormatError(f"{path}: is {what}, not a file")
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DataFormatError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    if _looks_utf16(raw[:512]):
+        raise DataFormatError(f"{path}: UTF-16 text, not a UTF-8 CSV (save it as UTF-8)")
+    if b"\x00" in raw:
+        raise DataFormatError(f"{path}: binary data, not a UTF-8 CSV")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataFormatError(
+            f"{path}: not a UTF-8 CSV (byte {raw[exc.start]:#04x} at offset {exc.start})"
+        ) from None
+
+
+def _cells(line: str) -> list[str]:
+    return [cell.strip().strip('"') for cell in line.split(",")]
+
+
+def _is_int(cell: str) -> bool:
+    try:
+        int(cell)
+    except ValueError:
+        return False
+    return True
+
+
+def _csv_layout(path: Path, first_line: str) -> tuple[bool, bool]:
+    """(has a header row, has a label column), from the first line.
+
+    Kaggle's files start with a header (label,pixel0..pixel783 or pixel0..pixel783), but a CSV
+    saved without one (`to_csv(header=False)`, `np.savetxt`) is just as clear: its first row is
+    numbers, 784 of them (pixels) or 785 (a label, then pixels). Reading it as a header would
+    drop an image and shift every ImageId after it, so it is read as data.
+    """
+    cells = _cells(first_line)
+    if cells == [""]:
+        raise DataFormatError(f"{path}: empty file (expected a CSV header)")
+    numbers = sum(_is_int(cell) for cell in cells)
+    if 0 < numbers < len(cells):  # neither names nor data: guessing could lose a row
+        raise DataFormatError(
+            f"{path}: row 1: {numbers} of {len(cells)} cells are numbers; expected a header "
+            f"(pixel0..pixel{PIXELS - 1}) or a row of numbers"
+        )
+    if numbers:
+        if len(cells) not in (PIXELS, PIXELS + 1):
+            raise DataFormatError(
+                f"{path}: row 1: {len(cells)} columns (expected {PIXELS} pixels, or a label "
+                f"and {PIXELS} pixels)"
+            )
+        return False, len(cells) == PIXELS + 1
+    has_label = cells[0] == "label"
     width = PIXELS + (1 if has_label else 0)
-    with path.open(newline="") as handle:
-        reader = csv.reader(handle)
-        next(reader, None)
-        for row_number, row in enumerate(reader, start=2):
-            where = f"{path}: row {row_number}"
-            if len(row) != width:
-                return DataFormatError(f"{where}: {len(row)} columns (expected {width})")
-            for column, cell in enumerate(row):
-                try:
-                    value = int(cell)
-                except ValueError:
-                    return DataFormatError(f"{where}, column {column + 1}: not a number: {cell!r}")
-                if has_label and column == 0 and not 0 <= value <= 9:
-                    return DataFormatError(f"{where}: label {value} is outside 0–9")
-                if not 0 <= value <= 255:
-                    return DataFormatError(
-                        f"{where}, column {column + 1}: pixel {value} is outside 0–255"
-                    )
+    if len(cells) != width:
+        raise DataFormatError(f"{path}: row 1 (header): {len(cells)} columns (expected {width})")
+    return True, has_label
+
+
+def _locate_csv_problem(path: Path, lines: list[str], header: bool, has_label: bool) -> Exception:
+    """Re-read a CSV row by row to name the first bad row; only runs after the fast path failed.
+    Rows are numbered as lines of the file, so that an editor finds them."""
+    width = PIXELS + (1 if has_label else 0)
+    for row_number, line in enumerate(lines, start=1):
+        if (header and row_number == 1) or not line.strip():
+            continue
+        row = next(csv.reader([line]))
+        where = f"{path}: row {row_number}"
+        if len(row) != width:
+            return DataFormatError(f"{where}: {len(row)} columns (expected {width})")
+        for column, cell in enumerate(row):
+            try:
+                value = int(cell)
+            except ValueError:
+                return DataFormatError(f"{where}, column {column + 1}: not a number: {cell!r}")
+            if has_label and column == 0 and not 0 <= value <= 9:
+                return DataFormatError(f"{where}: label {value} is outside 0–9")
+            if not 0 <= value <= 255:
+                return DataFormatError(
+                    f"{where}, column {column + 1}: pixel {value} is outside 0–255"
+                )
     return DataFormatError(f"{path}: unreadable CSV")
 
 
 def read_kaggle_csv(path: str | Path) -> LabelledImages:
-    """Read Kaggle's `train.csv` (label,pixel0..pixel783) or `test.csv` (pixel0..pixel783)."""
+    """Read Kaggle's `train.csv` (label,pixel0..pixel783) or `test.csv` (pixel0..pixel783).
+
+    UTF-8 with or without a byte-order mark; a file without the header row is read too (its first
+    row is data). Every line that is not blank is one image: none is skipped or merged.
+    """
     path = Path(path)
-    with path.open(newline="") as handle:
-        header = handle.readline().strip().split(",")
-    if header == [""]:
-        raise DataFormatError(f"{path}: empty file (expected a CSV header)")
-    has_label = header[0].strip().strip('"') == "label"
+    lines = _csv_text(path).splitlines()
+    header, has_label = _csv_layout(path, lines[0] if lines else "")
+    rows = [line for line in lines[1 if header else 0 :] if line.strip()]
     width = PIXELS + (1 if has_label else 0)
-    if len(header) != width:
-        raise DataFormatError(f"{path}: row 1 (header): {len(header)} columns (expected {width})")
-    try:
-        with warnings.catch_warnings():  # an empty body is reported below as an error instead
-            warnings.simplefilter("ignore", UserWarning)
-            table = np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.int64, ndmin=2)
-    except ValueError:
-        raise _locate_csv_problem(path, has_label) from None
-    if table.shape[0] == 0:
+    if not rows:
         raise DataFormatError(f"{path}: no data rows")
-    if table.shape[1] != width:
-        raise _locate_csv_problem(path, has_label)
+    try:
+        # comments=None: a row starting with "#" is an error, never a comment silently skipped.
+        table = np.loadtxt(
+            rows, delimiter=",", quotechar='"', comments=None, dtype=np.int64, ndmin=2
+        )
+    except ValueError:
+        raise _locate_csv_problem(path, lines, header, has_label) from None
+    if table.shape != (len(rows), width):
+        raise _locate_csv_problem(path, lines, header, has_label)
     pixels = table[:, 1:] if has_label else table
     labels = table[:, 0] if has_label else None
     if pixels.min() < 0 or pixels.max() > 255 or (labels is not None and labels.max() > 9):
-        raise _locate_csv_problem(path, has_label)
+        raise _locate_csv_problem(path, lines, header, has_label)
     if labels is not None and labels.min() < 0:
-        raise _locate_csv_problem(path, has_label)
+        raise _locate_csv_problem(path, lines, header, has_label)
     images = pixels.astype(np.uint8).reshape(-1, IMAGE_SIDE, IMAGE_SIDE)
     return LabelledImages(images, None if labels is None else labels.astype(np.uint8))
 
