@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 from pathlib import Path
+from typing import Any
 
+import pytest
+from PIL import Image, ImageDraw
 from typer.testing import CliRunner
 
 from digits.cli import app
@@ -134,3 +139,186 @@ def test_errors_are_one_line_naming_the_input(tmp_path: Path) -> None:
     unknown = runner.invoke(app, ["train", "--model", "resnet"])
     assert unknown.exit_code == 1
     assert "unknown model 'resnet'" in unknown.stderr
+
+
+# --- digits predict on mixed folders: every input gets its own entry ------------------------
+
+
+def tiny_model(path: Path) -> Path:
+    """A 784×10 linear ONNX model (logits only), built in milliseconds: for the tests of what
+    the commands do around the model, where its answers do not matter."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = np.random.default_rng(0).normal(size=(784, 10)).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Reshape", ["images", "shape"], ["flat"]),
+            helper.make_node("MatMul", ["flat", "w"], ["logits"]),
+        ],
+        "tiny",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["n", 1, 28, 28])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 10])],
+        initializer=[
+            numpy_helper.from_array(weights, "w"),
+            numpy_helper.from_array(np.array([-1, 784], dtype=np.int64), "shape"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_model(tmp_path_factory.mktemp("model") / "tiny.onnx")
+
+
+def _digit_image(path: Path) -> Path:
+    image = Image.new("L", (64, 64), 255)
+    ImageDraw.Draw(image).ellipse((16, 10, 48, 54), outline=0, width=6)
+    image.save(path)
+    return path
+
+
+def _entries(output: str) -> dict[str, dict[str, object]]:
+    return {str(entry["file"]): entry for entry in json.loads(output)}
+
+
+def test_predict_folder_reports_every_file_whatever_the_others(tmp_path: Path, model: Path) -> None:
+    folder = tmp_path / "scans"
+    (folder / "deeper").mkdir(parents=True)
+    good = [_digit_image(folder / "a.png"), _digit_image(folder / "deeper" / "b.png")]
+    lab = folder / "lab.tif"
+    Image.open(good[0]).convert("RGB").convert("LAB").save(lab)
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    os.mkfifo(folder / "pipe.png")
+    (folder / "dangling.png").symlink_to("gone.png")
+    (folder / "loop.png").symlink_to("loop.png")
+    (folder / "deeper" / "up").symlink_to("..")
+    (folder / "notes.txt").write_text("not an image by its name: not an entry")
+    named_fifo = tmp_path / "named.png"
+    os.mkfifo(named_fifo)
+    result = runner.invoke(app, ["predict", str(model), str(folder), str(named_fifo), "--json"])
+    assert result.exit_code == 1
+    entries = _entries(result.stdout)
+    expected_errors = {
+        "broken.png": "not a",  # preprocessing words it by the damage
+        "pipe.png": "is a FIFO, not a file",
+        "named.png": "is a FIFO, not a file",
+        "dangling.png": "dangling symbolic link (to gone.png)",
+        "loop.png": "symbolic link loop",
+        "up": "symbolic link to a folder that contains it (..): a loop",
+    }
+    names = {Path(file).name for file in entries}
+    assert names == {"a.png", "b.png", "lab.tif", *expected_errors}
+    for file, entry in entries.items():
+        name = Path(file).name
+        if name in expected_errors:
+            assert entry["answer"] == "error" and entry["digit"] is None
+            error = str(entry["error"])
+            assert error.startswith(f"{file}: ") and expected_errors[name] in error, error
+            assert error in result.stderr
+        elif name != "lab.tif":
+            assert entry["error"] is None and entry["answer"] != "error"
+    # Whatever preprocessing makes of a LAB TIFF, it is an entry of its own, naming the file.
+    lab_entry = entries[str(lab)]
+    assert lab_entry["error"] is None or str(lab_entry["error"]).startswith(f"{lab}: ")
+
+
+def test_predict_an_unexpected_failure_costs_only_its_file(
+    tmp_path: Path, model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import digits.predictor
+
+    real = digits.predictor.preprocess
+
+    def failing(source: object, name: str | None = None) -> object:
+        if name is not None and name.endswith("odd.png"):
+            raise ZeroDivisionError("float division by zero")  # what an unhandled mode raises
+        return real(source, name=name)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(digits.predictor, "preprocess", failing)
+    files = [_digit_image(tmp_path / name) for name in ("a.png", "odd.png", "z.png")]
+    result = runner.invoke(app, ["predict", str(model), *map(str, files), "--json"])
+    assert result.exit_code == 1
+    entries = json.loads(result.stdout)
+    assert [entry["file"] for entry in entries] == list(map(str, files))
+    assert entries[0]["error"] is None and entries[2]["error"] is None
+    assert entries[1]["error"] == (
+        f"{files[1]}: could not be processed (ZeroDivisionError: float division by zero)"
+    )
+
+
+def test_predict_unreadable_folder_and_file_are_entries(
+    tmp_path: Path, model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Tests run as root here, where chmod 000 denies nothing: the refusals are simulated at the
+    # system calls, with the errors the kernel gives a normal user.
+    folder = tmp_path / "scans"
+    (folder / "locked").mkdir(parents=True)
+    _digit_image(folder / "locked" / "hidden.png")
+    secret = _digit_image(folder / "secret.png")
+    _digit_image(folder / "ok.png")
+    real_scandir, real_open = os.scandir, os.open
+
+    def scandir(path: str | os.PathLike[str]) -> Any:
+        if Path(str(path)).name == "locked":
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_scandir(path)
+
+    def open_(path: str | os.PathLike[str], flags: int, mode: int = 0o777) -> int:
+        if Path(str(path)) == secret:
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, flags, mode)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    monkeypatch.setattr(os, "open", open_)
+    result = runner.invoke(app, ["predict", str(model), str(folder), "--json"])
+    assert result.exit_code == 1
+    entries = _entries(result.stdout)
+    assert set(entries) == {str(folder / "locked"), str(secret), str(folder / "ok.png")}
+    locked = folder / "locked"
+    assert entries[str(locked)]["error"] == f"{locked}: folder cannot be read (Permission denied)"
+    assert entries[str(secret)]["error"] == f"{secret}: cannot be read (Permission denied)"
+    assert entries[str(folder / "ok.png")]["error"] is None
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads a chmod 000 folder regardless")
+def test_predict_chmod_000_folder_is_an_entry(tmp_path: Path, model: Path) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    _digit_image(locked / "x.png")
+    locked.chmod(0)
+    try:
+        result = runner.invoke(app, ["predict", str(model), str(tmp_path), "--json"])
+    finally:
+        locked.chmod(0o755)
+    assert "folder cannot be read" in str(_entries(result.stdout)[str(locked)]["error"])
+
+
+@pytest.mark.parametrize("name", ["[bold]x].png", "[red]y[.png", "[link=z]w.png"])
+def test_names_with_rich_markup_print_as_they_are(tmp_path: Path, model: Path, name: str) -> None:
+    folder = tmp_path / "a["  # with the name below, the path holds a closing tag: "[/b]"
+    folder.mkdir()
+    good = _digit_image(folder / name)
+    bad = folder / "b].png"
+    bad.write_bytes(b"not an image")
+    wide = {"COLUMNS": "400"}
+    table = runner.invoke(app, ["predict", str(model), str(good), str(bad)], env=wide)
+    assert table.exit_code == 1, table.output  # the bad file, not a markup error
+    assert str(good) in table.stdout and str(bad) in table.stdout
+    assert f"error: {bad}: not a" in table.stderr
+    read = runner.invoke(app, ["read", str(model), str(good)], env=wide)
+    assert read.exit_code == 0, read.output
+    assert read.stdout.startswith(f"{good}: ")
+
+
+def test_read_refuses_a_fifo_at_once(tmp_path: Path, model: Path) -> None:
+    fifo = tmp_path / "photo.png"
+    os.mkfifo(fifo)
+    result = runner.invoke(app, ["read", str(model), str(fifo)])
+    assert result.exit_code == 1
+    assert result.stderr.strip() == f"error: {fifo}: is a FIFO, not a file"

@@ -6,9 +6,11 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -238,6 +240,49 @@ def test_find_images_walks_directories(tmp_path: Path) -> None:
         (tmp_path / name).write_bytes(b"")
     found = find_images([tmp_path / "a", tmp_path / "given.dat"])
     assert [p.name for p in found] == ["w.tiff", "y.jpeg", "x.PNG", "given.dat"]
+
+
+def test_find_images_keeps_what_it_cannot_use(tmp_path: Path) -> None:
+    # Each of these gets an error entry of its own later; none may vanish from the batch.
+    root = tmp_path / "root"
+    (root / "sub").mkdir(parents=True)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "far.png").write_bytes(b"")
+    (root / "sub" / "near.png").write_bytes(b"")
+    (root / "linked").symlink_to(elsewhere)  # a link to a folder is followed
+    (root / "dangling.png").symlink_to("gone.png")
+    (root / "loop.jpg").symlink_to("loop.jpg")
+    (root / "sub" / "back").symlink_to("..")  # would walk forever if followed
+    (root / "notes.txt").symlink_to("gone.txt")  # named as no image: left out like other .txt
+    os.mkfifo(root / "pipe.png")
+    found = find_images([root])
+    assert [p.relative_to(root).as_posix() for p in found] == [
+        "dangling.png",
+        "linked/far.png",
+        "loop.jpg",
+        "pipe.png",
+        "sub/back",
+        "sub/near.png",
+    ]
+
+
+def test_find_images_keeps_an_unreadable_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "locked").mkdir()
+    (tmp_path / "locked" / "x.png").write_bytes(b"")
+    (tmp_path / "open.png").write_bytes(b"")
+    real = os.scandir
+
+    # chmod 000 denies nothing to root, who runs the tests: the refusal is simulated.
+    def scandir(path: str | os.PathLike[str]) -> Any:
+        if Path(str(path)).name == "locked":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    assert find_images([tmp_path]) == [tmp_path / "locked", tmp_path / "open.png"]
 
 
 @pytest.mark.parametrize(

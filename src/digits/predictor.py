@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -299,14 +300,47 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".
 
 
 def find_images(paths: Iterable[str | Path]) -> list[Path]:
-    """Files as given, and the image files under directories (walked, sorted). Missing paths are
-    kept, so that each gets its own error entry instead of silently vanishing."""
+    """Files as given, and the image files under directories (walked, sorted, symbolic links
+    followed). What cannot be used is kept too, so that each gets its own error entry instead of
+    silently vanishing: missing paths, folders that cannot be read, dangling symbolic links,
+    symbolic-link loops and links to a folder above (only a link whose name says it is not an
+    image is left out, like any other file of that kind)."""
     found: list[Path] = []
     for path in map(Path, paths):
         if path.is_dir():
-            found += sorted(
-                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-            )
+            walked: list[Path] = []
+            _walk(path, Path(os.path.realpath(path)), frozenset(), walked)
+            found += sorted(walked)
         else:
             found.append(path)
     return found
+
+
+def _walk(folder: Path, real: Path, above: frozenset[tuple[int, int]], found: list[Path]) -> None:
+    """Depth first; `real` is the folder's real path and `above` the identities of the folders
+    walked to reach it, so that a link back to any of them is reported instead of followed."""
+    try:
+        with os.scandir(folder) as listing:
+            entries = list(listing)
+    except OSError:
+        found.append(folder)  # opening it again for its entry says why it cannot be read
+        return
+    for entry in entries:
+        path = Path(entry.path)
+        named_image = path.suffix.lower() in IMAGE_SUFFIXES
+        try:
+            info = entry.stat()  # follows symbolic links
+        except OSError:  # dangling, a loop, or gone since the listing
+            if named_image or not path.suffix:  # a link without a suffix may be to a folder
+                found.append(path)
+            continue
+        if not stat.S_ISDIR(info.st_mode):
+            if named_image:
+                found.append(path)  # non-regular files (a FIFO) too: each gets its refusal
+            continue
+        target = Path(os.path.realpath(path))
+        identity = (info.st_dev, info.st_ino)
+        if real.is_relative_to(target) or identity in above:
+            found.append(path)  # a link to a folder above: walking it would never end
+            continue
+        _walk(path, target, above | {identity}, found)

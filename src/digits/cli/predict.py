@@ -7,15 +7,22 @@ fast; export and explain need the torch model of a run directory.
 from __future__ import annotations
 
 import csv
+import errno
+import os
+import stat
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from digits.answers import NOT_SURE_THRESHOLD
 from digits.cli.common import app, console, err_console, friendly_errors, print_json
+
+if TYPE_CHECKING:
+    from digits.predictor import Prediction, Predictor
 
 kaggle_app = typer.Typer(help="Kaggle Digit Recognizer submissions.", no_args_is_help=True)
 app.add_typer(kaggle_app, name="kaggle")
@@ -34,6 +41,109 @@ MinConfidence = Annotated[
 
 def _percent(value: float | None) -> str:
     return "" if value is None else f"{100 * value:.1f} %"
+
+
+# Files read and preprocessed per model call: large enough to batch the model, small enough that
+# a folder of photos never sits in memory at once.
+CHUNK = 64
+_KINDS = {
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+}
+
+
+class InputError(ValueError):
+    """A path that is not a readable regular file; the message names it and says what it is."""
+
+
+def _folder_problem(path: Path) -> str:
+    if path.is_symlink() and Path(os.path.realpath(path.parent)).is_relative_to(
+        os.path.realpath(path)
+    ):
+        return f"symbolic link to a folder that contains it ({os.readlink(path)}): a loop"
+    try:
+        os.scandir(path).close()
+    except OSError as exc:
+        return f"folder cannot be read ({exc.strerror or exc})"
+    return "is a folder, not an image"
+
+
+def read_input(path: Path) -> bytes:
+    """The bytes of one input file. Anything else (a FIFO, which would block forever, a device,
+    a folder, a dangling or looping symbolic link) raises InputError saying what it is."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise InputError(f"{path}: symbolic link loop ({exc.strerror})") from None
+        if path.is_symlink():
+            raise InputError(f"{path}: dangling symbolic link (to {os.readlink(path)})") from None
+        if exc.errno == errno.ENOENT:
+            raise InputError(f"{path}: no such file") from None
+        raise InputError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(mode):
+        raise InputError(f"{path}: {_folder_problem(path)}")
+    if not stat.S_ISREG(mode):
+        kind = _KINDS.get(stat.S_IFMT(mode), "a special file")
+        raise InputError(f"{path}: is {kind}, not a file")
+    try:
+        # Non-blocking, so that a FIFO swapped in after the check cannot hang the batch.
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        raise InputError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    with os.fdopen(descriptor, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise InputError(f"{path}: not a regular file")
+        try:
+            return handle.read()
+        except OSError as exc:
+            raise InputError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+
+
+def _predict_one(predictor: Predictor, data: bytes, name: str, min_confidence: float) -> Prediction:
+    from digits.predictor import Prediction
+
+    try:
+        return predictor.predict_image(data, name=name, min_confidence=min_confidence)
+    except Exception as exc:  # not an ImageError: preprocessing failed on this image's content
+        detail = f"{type(exc).__name__}: {exc}"
+        return Prediction(name, None, None, error=f"{name}: could not be processed ({detail})")
+
+
+def _predict_chunk(
+    predictor: Predictor, files: list[Path], min_confidence: float
+) -> list[Prediction]:
+    from digits.predictor import Prediction
+
+    answers: list[Prediction | None] = []
+    readable: list[tuple[bytes, str]] = []
+    for path in files:
+        try:
+            readable.append((read_input(path), str(path)))
+            answers.append(None)
+        except InputError as exc:
+            answers.append(Prediction(str(path), None, None, error=str(exc)))
+    sources, names = [data for data, _ in readable], [name for _, name in readable]
+    try:
+        predicted = predictor.predict_images(sources, names=names, min_confidence=min_confidence)
+    except Exception:
+        # Something other than an ImageError escaped (an image mode preprocessing does not
+        # handle): one at a time, so that only the file at fault gets an error entry.
+        predicted = [_predict_one(predictor, d, n, min_confidence) for d, n in readable]
+    filled = iter(predicted)
+    return [answer if answer is not None else next(filled) for answer in answers]
+
+
+def predict_files(
+    predictor: Predictor, files: list[Path], min_confidence: float
+) -> list[Prediction]:
+    """One answer or error entry per file, in order, whatever happens to the others."""
+    predictions: list[Prediction] = []
+    for start in range(0, len(files), CHUNK):
+        predictions += _predict_chunk(predictor, files[start : start + CHUNK], min_confidence)
+    return predictions
 
 
 @app.command("export")
@@ -85,7 +195,7 @@ def predict_command(
     if not files:
         raise ValueError(f"no image files in {', '.join(map(str, inputs))}")
     predictor = Predictor.from_path(model)
-    predictions = predictor.predict_images(files, min_confidence=min_confidence)
+    predictions = predict_files(predictor, files, min_confidence)
     if debug_dir is not None:
         from PIL import Image
 
@@ -119,11 +229,11 @@ def predict_command(
         for p in predictions:
             ranked = "  ".join(f"{t['digit']} {_percent(t['probability'])}" for t in p.top(top))
             table.add_row(
-                p.file,
+                Text(p.file),  # Text, not markup: a file may be called "[bold]x].png"
                 "—" if p.digit is None else str(p.digit),
                 _percent(p.confidence),
                 *([ranked] if top > 1 else []),
-                p.error or p.reason or "",
+                Text(p.error or p.reason or ""),
             )
         console.print(table)
     if failed:
@@ -142,14 +252,16 @@ def read_command(
     from digits.predictor import Predictor
     from digits.segment import read_number
 
-    reading = read_number(Predictor.from_path(model), image, min_confidence=min_confidence)
+    predictor = Predictor.from_path(model)
+    data = read_input(image)  # a FIFO or a folder: refused at once, with its name
+    reading = read_number(predictor, data, name=str(image), min_confidence=min_confidence)
     if as_json:
         print_json(reading.to_dict())
         return
     if reading.reason:
-        console.print(f"{image}: {reading.reason}", highlight=False)
+        console.print(f"{image}: {reading.reason}", markup=False, highlight=False, soft_wrap=True)
         return
-    console.print(f"{image}: {reading.text}", highlight=False)
+    console.print(f"{image}: {reading.text}", markup=False, highlight=False, soft_wrap=True)
     table = Table()
     for column in ("#", "digit", "confidence", "box (left, top, right, bottom)"):
         table.add_column(column)
@@ -182,7 +294,7 @@ def kaggle_predict_command(
     summary = f"{submission.rows:,} predictions written to {submission.path}"
     if submission.accuracy is not None:
         summary += f" (the CSV has labels: {100 * submission.accuracy:.2f} % right)"
-    console.print(summary, highlight=False)
+    console.print(summary, markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command("explain")
