@@ -322,3 +322,19 @@ def test_read_refuses_a_fifo_at_once(tmp_path: Path, model: Path) -> None:
     result = runner.invoke(app, ["read", str(model), str(fifo)])
     assert result.exit_code == 1
     assert result.stderr.strip() == f"error: {fifo}: is a FIFO, not a file"
+
+
+def test_read_names_an_image_preprocessing_fails_on(
+    tmp_path: Path, model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import digits.segment
+
+    def failing(*args: object, **kwargs: object) -> object:
+        raise ZeroDivisionError("float division by zero")
+
+    monkeypatch.setattr(digits.segment, "segment", failing)
+    image = _digit_image(tmp_path / "odd.png")
+    result = runner.invoke(app, ["read", str(model), str(image)])
+    assert result.exit_code == 1
+    expected = f"error: {image}: could not be processed (ZeroDivisionError: float division by zero)"
+    assert result.stderr.strip() == expected

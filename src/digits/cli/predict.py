@@ -250,11 +250,17 @@ def read_command(
 ) -> None:
     """Several digits in one image, read left to right, with per-digit confidence and boxes."""
     from digits.predictor import Predictor
+    from digits.preprocess import ImageError
     from digits.segment import read_number
 
     predictor = Predictor.from_path(model)
     data = read_input(image)  # a FIFO or a folder: refused at once, with its name
-    reading = read_number(predictor, data, name=str(image), min_confidence=min_confidence)
+    try:
+        reading = read_number(predictor, data, name=str(image), min_confidence=min_confidence)
+    except ImageError:
+        raise
+    except Exception as exc:  # as in predict: an image preprocessing fails on, named
+        raise InputError(f"{image}: could not be processed ({type(exc).__name__}: {exc})") from exc
     if as_json:
         print_json(reading.to_dict())
         return
