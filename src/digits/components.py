@@ -209,10 +209,11 @@ def find_lines(mask: np.ndarray) -> list[Line]:
     """Straight thin lines running across most of the image, along rows or columns."""
     ink = mask.view(np.uint8)
     height, width = mask.shape
+    _, _, extent_x, extent_y = cv2.boundingRect(ink)  # no line without ink across the image
     lines = []
-    if _may_hold_line(_counts(ink, 1), width):
+    if extent_x >= LINE_SPAN * width and _may_hold_line(_counts(ink, 1), width):
         lines += _horizontal_lines(mask)
-    if _may_hold_line(_counts(ink, 0), height):
+    if extent_y >= LINE_SPAN * height and _may_hold_line(_counts(ink, 0), height):
         down = _horizontal_lines(np.ascontiguousarray(mask.T))
         lines += [Line(False, d.start, d.stop, d.begin, d.end) for d in down]
     return lines

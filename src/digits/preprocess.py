@@ -50,6 +50,8 @@ from digits.components import (
 PREPROCESSING_VERSION = "2"
 """Bumped whenever the output for the same input changes; recorded in exported models."""
 
+ORIENTATION = 0x0112  # the EXIF tag saying how a photo was held
+
 MAX_PIXELS = 64_000_000
 """Largest image accepted (width × height); bigger ones are refused as decompression bombs."""
 
@@ -209,13 +211,19 @@ def _working(grey: np.ndarray) -> np.ndarray:
         # Bilinear: a tiny scan's levels become smooth strokes several pixels wide, which the
         # threshold follows; nearest-neighbour would keep the staircase of its pixels.
         factor = -(-SMALL_SIDE // longer)
-        grey = cv2.resize(grey, (width * factor, height * factor), interpolation=cv2.INTER_LINEAR)
+        grey = cv2.resize(  # in floats: OpenCV rounds 8-bit interpolation, light and dark unevenly
+            grey.astype(np.float32),
+            (width * factor, height * factor),
+            interpolation=cv2.INTER_LINEAR,
+        )
     return grey.astype(np.float32, copy=False)
 
 
 def _grey(image: Image.Image) -> np.ndarray:
     """float32 grey 0..255 at working size, transparency flattened onto white."""
-    image = ImageOps.exif_transpose(image) or image
+    if image.getexif().get(ORIENTATION, 1) != 1:
+        # Only then: without a rotation to apply, Pillow would still copy the whole image.
+        image = ImageOps.exif_transpose(image) or image
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
         values = np.asarray(image, dtype=np.float32)
         top = float(values.max()) if values.size else 0.0
@@ -278,10 +286,15 @@ def _sample(values: np.ndarray, limit: int = 2048) -> np.ndarray:
 
 
 def _quantile(values: np.ndarray, q: float) -> float:
-    """The q-quantile of a 1-D array of a few thousand values (the value at rank q·(n - 1)).
+    """The q-quantile of a 1-D array of a few thousand values, interpolated between ranks as
+    NumPy's is (so that the median of an image and of its negative mirror each other).
     Sorted outright: NumPy's partial sort slows tenfold on repeated values, which images are
     full of (flat paper), while sorting a few thousand values takes microseconds."""
-    return float(np.sort(values)[int(q * (len(values) - 1))])
+    ordered = np.sort(values)
+    rank = q * (len(ordered) - 1)
+    below = int(rank)
+    above = min(below + 1, len(ordered) - 1)
+    return float(ordered[below] + (ordered[above] - ordered[below]) * (rank - below))
 
 
 @functools.lru_cache(maxsize=64)
@@ -315,6 +328,8 @@ def _fit(
         # much cheaper than lstsq, and stable when the kept pixels leave a term unconstrained.
         weighted = across * keep
         coefficients = np.linalg.solve(weighted @ along + ridge, weighted @ values)
+        if round_ == rounds - 1:
+            break  # the last fit: no next round to choose pixels for
         deviation = np.abs(values - along @ coefficients)
         spread = 1.4826 * _quantile(deviation[keep], 0.5) + 1.0
         keep = allowed & (deviation < 2.5 * spread)
@@ -338,8 +353,9 @@ def _otsu(values: np.ndarray) -> tuple[float, float, float]:
 
 
 def _pieces(level: np.ndarray) -> int:
-    """Sizeable 4-connected pieces of one level of the coarse copy (1 % of it or more)."""
-    _, _, stats, _ = cv2.connectedComponentsWithStats(level.view(np.uint8), connectivity=4)
+    """Sizeable pieces of one level of the coarse copy (1 % of it or more), 8-connected: a
+    thin stroke stepping diagonally is one piece, not one per step."""
+    _, _, stats, _ = cv2.connectedComponentsWithStats(level.view(np.uint8), connectivity=8)
     return int(np.count_nonzero(stats[1:, cv2.CC_STAT_AREA] >= 0.01 * level.size))
 
 
@@ -360,15 +376,18 @@ def _paper(
     """
     values = coarse.ravel()
     deviation = np.abs(values - _quantile(values, 0.5))
-    near = deviation < 2.5 * (1.4826 * _quantile(deviation, 0.5) + 1.0)
-    plane = (terms[0][:, :3], terms[1][:3])
-    flat = values - plane[0] @ _fit(values, plane, near, 1)
+    spread = 1.4826 * _quantile(deviation, 0.5)
+    near = deviation < 2.5 * (spread + 1.0)
+    flat = values
+    if spread >= FLAT_PAPER:  # (an evenly lit majority, a canvas or a scan, has no gradient)
+        plane = (terms[0][:, :3], terms[1][:3])
+        flat = values - plane[0] @ _fit(values, plane, near, 1)
     threshold, low_mean, high_mean = _otsu(flat)
     if high_mean - low_mean < MIN_CONTRAST:
         return near, None
     low = (flat <= threshold).reshape(coarse.shape)
     share = np.count_nonzero(low) / low.size
-    paper_is_low = share > 0.5
+    paper_is_low = bool(share > 0.5)
     if max(share, 1 - share) < OVERWHELMING:
         pieces_low, pieces_high = _pieces(low), _pieces(~low)
         ring = np.concatenate([low[0], low[-1], low[1:-1, 0], low[1:-1, -1]])
@@ -380,7 +399,7 @@ def _paper(
         elif pieces_low != pieces_high:
             paper_is_low = pieces_low > pieces_high
         elif max(border, 1 - border) >= BORDER_MAJORITY:
-            paper_is_low = border > 0.5
+            paper_is_low = bool(border > 0.5)
     paper = low.ravel() if paper_is_low else ~low.ravel()
     return paper, 1 if paper_is_low else -1
 
@@ -413,11 +432,12 @@ def _background(grey: np.ndarray) -> tuple[np.ndarray, int | None]:
             paper = core.view(bool).ravel()
     values = coarse.ravel()
     level = values[paper] if paper.any() else values
-    if 1.4826 * _quantile(np.abs(level - _quantile(level, 0.5)), 0.5) < FLAT_PAPER:
+    middle = _quantile(level, 0.5)
+    if 1.4826 * _quantile(np.abs(level - middle), 0.5) < FLAT_PAPER:
         # Evenly lit paper (scans, canvases): one level. A surface fitted to the paper of a
         # tight crop, in bits between the strokes, would bulge or tilt between them.
-        terms = (terms[0][:, :1], terms[1][:1])
-    c0, c1, c2, c3, c4, c5 = [*_fit(values, terms, paper, 2), 0.0, 0.0, 0.0, 0.0, 0.0][:6]
+        return np.full((1, 1), middle, dtype=np.float32), sign
+    c0, c1, c2, c3, c4, c5 = _fit(values, terms, paper, 2)
     if abs(c1) + abs(c2) + (abs(c3) + abs(c4) + abs(c5)) / 2 < 1.0:
         # Under a grey level from corner to corner (scans, canvases): a constant will do, one
         # operation on the image instead of three.
@@ -625,6 +645,19 @@ def _pen(size: int) -> np.ndarray:
     return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
 
 
+def _target_width(width: float) -> float:
+    """The stroke width a shape is brought to (at NORM_SIDE): unchanged within MNIST's band
+    (0.6 to 1.7 × its median), a hairline towards 0.8 ×, a blob towards 1.3 ×. Continuous at
+    the band's edges, so that a width just outside it moves a pixel, not five, and two
+    renderings of one digit on either side of an edge still come out alike."""
+    low, high = 0.6 * STROKE_WIDTH, 1.7 * STROKE_WIDTH
+    if width < low:
+        return low + (low - width) / low * (0.8 * STROKE_WIDTH - low)
+    if width > high:
+        return max(1.3 * STROKE_WIDTH, high - (width - high))
+    return width
+
+
 def normalise_digit(crop: np.ndarray) -> np.ndarray | None:
     """Cropped ink strength (float, ink bright) → uint8 28×28 as MNIST; None if nothing is left."""
     if crop.size == 0:
@@ -641,15 +674,17 @@ def normalise_digit(crop: np.ndarray) -> np.ndarray | None:
         return None
     shape = _tight(shape)
     # Pens and markers make strokes from hairlines to blobs; MNIST's are ~2.5 px at 28×28.
-    # Bring the width within a band around MNIST's by growing or shrinking the shape.
+    # Bring the width within a band around MNIST's by growing or shrinking the shape with a
+    # round pen (2k pixels of width for a pen 2k + 1 across).
     width = _stroke_width(shape)
-    image: np.ndarray = np.pad(shape, 8).view(np.uint8)
-    if width < 0.6 * STROKE_WIDTH:
-        grow = round(STROKE_WIDTH * 0.8 - width) | 1
-        image = cv2.dilate(image, _pen(min(grow, 15)))
-    elif width > 1.7 * STROKE_WIDTH:
-        shrink = round(width - STROKE_WIDTH * 1.3) | 1
-        thinner = cv2.erode(image, _pen(min(shrink, 15)))
+    image: np.ndarray = cv2.copyMakeBorder(
+        shape.view(np.uint8), 8, 8, 8, 8, cv2.BORDER_CONSTANT, value=0
+    )
+    radius = round((_target_width(width) - width) / 2)
+    if radius > 0:
+        image = cv2.dilate(image, _pen(2 * min(radius, 7) + 1))
+    elif radius < 0:
+        thinner = cv2.erode(image, _pen(2 * min(-radius, 7) + 1))
         if cv2.countNonZero(thinner):
             image = thinner
     shape = _tight(image.view(bool))
