@@ -31,6 +31,7 @@ import argparse
 import io
 import json
 import shlex
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -169,19 +170,75 @@ def pooled(sets: list[RealSet]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     )
 
 
-def lowest_thresholds(
+def highest_refusing(negatives: np.ndarray, share: float) -> float:
+    """The highest threshold that still refuses `share` of the non-digits: the not-a-digit
+    probability of the last one that must be refused, the highest first."""
+    if len(negatives) == 0:
+        return 0.0
+    ranked = np.sort(negatives)[::-1]
+    return float(ranked[int(np.ceil(share * len(ranked) - 1e-9)) - 1])
+
+
+def round_inside(low: float, high: float) -> float:
+    """A round threshold between `low` and `high` (both in), near the middle: the coarsest of
+    0.05, 0.01 and 0.001 steps that lands inside, else `low` itself."""
+    middle = (low + high) / 2
+    for step in (0.05, 0.01, 0.001):
+        candidate = round(round(middle / step) * step, 3)
+        if low <= candidate <= high:
+            return candidate
+    return low
+
+
+def at_threshold(
+    threshold: float,
+    negatives: np.ndarray,
+    mnist: tuple[np.ndarray, np.ndarray, np.ndarray],
+    scans: list[RealSet],
+) -> dict[str, Any]:
+    """Every figure the targets name, at one threshold."""
+
+    def drop(labels: np.ndarray, guesses: np.ndarray, not_digit: np.ndarray) -> float:
+        right = guesses == labels
+        return 100 * float(right.mean() - (right & (not_digit < threshold)).mean())
+
+    each = {s.name: drop(s.labels, s.guesses, s.not_digit) for s in scans}
+    worst = max(each, key=lambda name: each[name])
+    return {
+        "threshold": threshold,
+        "refused": float((negatives >= threshold).mean()),
+        "mnist_drop_pt": drop(*mnist),
+        "pooled_drop_pt": drop(*pooled(scans)),
+        "worst_scan": worst,
+        "worst_drop_pt": each[worst],
+    }
+
+
+def threshold_ranges(
     negatives: np.ndarray, mnist: tuple[np.ndarray, np.ndarray, np.ndarray], scans: list[RealSet]
-) -> dict[str, float]:
-    """The lowest thresholds the accuracy targets allow, with the scans taken condition by
-    condition ("each") or pooled, and the share of non-digits refused there."""
+) -> dict[str, Any]:
+    """Where the targets can all be met, on any threshold, not only the table's: from the lowest
+    threshold the accuracy targets allow (the scans held to theirs condition by condition,
+    "each", or pooled) up to the highest that still refuses TARGET_REFUSED of the non-digits;
+    and a round threshold inside, when the range is not empty."""
     mnist_t = lowest_allowed(*mnist, TARGET_MNIST_DROP)
-    each_t = max(lowest_allowed(s.labels, s.guesses, s.not_digit, TARGET_SCAN_DROP) for s in scans)
-    pooled_t = lowest_allowed(*pooled(scans), TARGET_SCAN_DROP)
-    found = {"mnist_test": mnist_t, "scans_each": each_t, "scans_pooled": pooled_t}
-    for name, scan_t in (("each", each_t), ("pooled", pooled_t)):
-        threshold = max(mnist_t, scan_t)
-        found[f"both_{name}"] = threshold
-        found[f"negatives_refused_{name}"] = float((negatives >= threshold).mean())
+    scan_t = {
+        "each": max(
+            lowest_allowed(s.labels, s.guesses, s.not_digit, TARGET_SCAN_DROP) for s in scans
+        ),
+        "pooled": lowest_allowed(*pooled(scans), TARGET_SCAN_DROP),
+    }
+    high = highest_refusing(negatives, TARGET_REFUSED)
+    found: dict[str, Any] = {"mnist_test_low": mnist_t, "refusing_high": high}
+    for mode, threshold in scan_t.items():
+        low = max(mnist_t, threshold)
+        choice = round_inside(low, high) if low <= high else None
+        found[mode] = {
+            "scans_low": threshold,
+            "low": low,
+            "at_low": at_threshold(low, negatives, mnist, scans),
+            "choice": None if choice is None else at_threshold(choice, negatives, mnist, scans),
+        }
     return found
 
 
@@ -472,9 +529,17 @@ def measure_run(
         "refuses_non_digits": predictor.refuses_non_digits,
         "negatives": negatives_curve(refused_scores, inputs.negatives.kinds),
         "mnist_test": mnist_cost,
+        # What the run answers with its own default threshold, as `digits evaluate` counts it.
+        "mnist_test_default": {
+            "threshold": NOT_DIGIT_THRESHOLD,
+            "refused": int((mnist_scores >= NOT_DIGIT_THRESHOLD).sum()),
+            "accuracy": float(
+                ((mnist_guesses == inputs.mnist_y) & (mnist_scores < NOT_DIGIT_THRESHOLD)).mean()
+            ),
+        },
         "scans": {"pooled": refusal_cost(*pooled(scans)), **scan_cost},
         "photos": refusal_cost(*pooled(photos)),
-        "lowest_allowed": lowest_thresholds(
+        "ranges": threshold_ranges(
             refused_scores, (inputs.mnist_y, mnist_guesses, mnist_scores), scans
         ),
         "drawings": drawings,
@@ -627,10 +692,30 @@ def read_rows(result: dict[str, Any]) -> list[list[str]]:
         counts = row["digits_read"]
         spread = f"{min(counts)}–{max(counts)}" if counts else "–"
         control = f"{row['read_right']} right" if "read_right" in row else ""
+        longest = max((text for text in row["texts"] if text), key=len, default="")
+        shown = longest if len(longest) <= 10 else longest[:9] + "…"
         rows.append(
-            [kind, str(row["images"]), str(row["none_read"]), spread, str(row["errors"]), control]
+            [
+                kind,
+                str(row["images"]),
+                str(row["none_read"]),
+                spread,
+                shown,
+                str(row["errors"]),
+                control,
+            ]
         )
     return rows
+
+
+def read_errors(result: dict[str, Any]) -> str:
+    """The crashes of `digits read`, per kind of strip, for the docs."""
+    found = [
+        f"{kind}: " + "; ".join(f"{message} ({n})" for message, n in row["error_messages"].items())
+        for kind, row in result["read"].items()
+        if row["error_messages"]
+    ]
+    return "; ".join(found)
 
 
 def text_table(head: list[str], rows: list[list[str]]) -> str:
@@ -664,13 +749,6 @@ def drops(result: dict[str, Any], threshold: float) -> dict[str, float]:
     }
 
 
-def worst_scan(result: dict[str, Any], threshold: float) -> str:
-    """The scan condition that loses the most accuracy at a threshold."""
-    key = f"{threshold:g}"
-    scans = {name: row for name, row in result["scans"].items() if name != "pooled"}
-    return max(scans, key=lambda name: scans[name]["curve"][key]["drop_pt"])
-
-
 def meets(result: dict[str, Any], threshold: float, scans: str) -> bool:
     """Whether a threshold meets the three targets, the scans taken "each" or "pooled"."""
     found = drops(result, threshold)
@@ -689,8 +767,8 @@ def points(value: float) -> str:
 
 
 def recommendation(result: dict[str, Any]) -> str:
-    """Which threshold meets every target, or how far the nearest one is; with the scans held
-    to the target in every condition, and pooled."""
+    """Which thresholds meet every target, held in every scan condition and over all scans
+    pooled, or how far the nearest one is; and the one to use."""
     name = f"`{Path(result['path']).name}`"
     if not result["refuses_non_digits"]:
         drawn = result["drawings"]
@@ -701,58 +779,75 @@ def recommendation(result: dict[str, Any]) -> str:
             "held-out drawings handed over as images get a digit."
         )
     target = pct(TARGET_REFUSED).replace(" ", NB)
-    allowed = result["lowest_allowed"]
+    ranges = result["ranges"]
+    limits = f"≤{NB}{TARGET_MNIST_DROP:g}{NB}pt on MNIST test and ≤{NB}{TARGET_SCAN_DROP:g}{NB}pt"
     parts = []
-    for scans, wording in (("each", "in every scan condition"), ("pooled", "over all scans")):
-        passing = [t for t in THRESHOLDS if meets(result, t, scans)]
-        threshold, refused = allowed[f"both_{scans}"], allowed[f"negatives_refused_{scans}"]
-        limits = (
-            f"≤{NB}{TARGET_MNIST_DROP:g}{NB}pt on MNIST test and ≤{NB}{TARGET_SCAN_DROP:g}{NB}pt"
-        )
-        exact = (
-            f"the lowest threshold that keeps the cost {limits} {wording} is {threshold:.3f}, "
-            f"where {pct(refused).replace(' ', NB)} of the non-digits are refused"
-        )
+    wordings = {"each": "in every scan condition", "pooled": "over all scans"}
+    for mode, wording in wordings.items():
+        found = ranges[mode]
+        listed = [t for t in THRESHOLDS if meets(result, t, mode)]
+        table = f" (of the table's: {', '.join(f'{t:g}' for t in listed)})" if listed else ""
         lead = f"Holding the scans to the target {wording}"
-        if passing:
-            listed = ", ".join(f"{t:g}" for t in passing)
-            verb = "meets" if len(passing) == 1 else "meet"
-            parts.append(f"{lead}, {listed} {verb} all three targets ({exact}).")
+        if found["choice"] is not None:
+            parts.append(
+                f"{lead}, every threshold from {found['low']:.3f} to "
+                f"{ranges['refusing_high']:.3f} meets all three targets{table}."
+            )
         else:
+            refused = found["at_low"]["refused"]
             short = 100 * (TARGET_REFUSED - refused)
             parts.append(
-                f"{lead}, no threshold meets all three: {exact}, {short:.1f}{NB}pt short of "
-                f"{target}."
+                f"{lead}, no threshold meets all three: the lowest that keeps the cost {limits} "
+                f"{wording} is {found['low']:.3f}, where {pct(refused).replace(' ', NB)} of the "
+                f"non-digits are refused, {short:.1f}{NB}pt short of {target}."
             )
-    refusing = [t for t in THRESHOLDS if drops(result, t)["refused"] >= TARGET_REFUSED]
-    if refusing:
-        found = drops(result, refusing[-1])
+    each, pooled_mode = ranges["each"]["choice"], ranges["pooled"]["choice"]
+    choice = each or pooled_mode
+    if choice is None:
         parts.append(
-            f"The highest threshold in the table that refuses {target} of them, "
-            f"{refusing[-1]:g}, costs {points(found['mnist'])} on MNIST test, "
-            f"{points(found['pooled'])} over all scans and up to {points(found['each'])} in one "
-            "scan condition."
+            "Recommendation: no threshold; the class has to refuse more non-digits or fewer real "
+            "digits before a threshold can meet the targets."
         )
+        return f"{name}: " + " ".join(parts)
+    figures = (
+        f"{pct(choice['refused']).replace(' ', NB)} of non-digits refused, "
+        f"{points(choice['mnist_drop_pt'])} lost on MNIST test, "
+        f"{points(choice['pooled_drop_pt'])} over all scans and {points(choice['worst_drop_pt'])} "
+        f"in *{choice['worst_scan']}*, the worst scan condition"
+    )
+    if each is not None:
+        parts.append(f"Recommendation: {choice['threshold']:g}, inside that range: {figures}.")
     else:
-        parts.append(f"No threshold in the table refuses {target} of them.")
-    each = [t for t in THRESHOLDS if meets(result, t, "each")]
-    pooled_only = [t for t in THRESHOLDS if meets(result, t, "pooled")]
-    if each:
         parts.append(
-            f"Recommendation: {each[-1]:g}, the highest threshold that meets every target: it "
-            "refuses the fewest real digits."
+            f"Recommendation: {choice['threshold']:g}, which meets the targets with the scans "
+            f"pooled ({figures}). In every condition none does: *{choice['worst_scan']}* needs "
+            "fewer real digits refused (preprocessing or training), not another threshold."
         )
-    elif pooled_only:
-        best = pooled_only[-1]
-        parts.append(
-            f"Recommendation: {best:g}, which meets the targets with the scans pooled; in every "
-            f"condition none does: at {best:g}, *{worst_scan(result, best)}* loses "
-            f"{points(drops(result, best)['each'])}. That condition needs fewer real digits "
-            "refused (preprocessing or training), not another threshold."
-        )
-    else:
-        parts.append("Recommendation: none of these thresholds; the class itself has to improve.")
     return f"{name}: " + " ".join(parts)
+
+
+def mnist_summary(document: dict[str, Any]) -> str:
+    """Each run's MNIST test accuracy by plain argmax and as answered with its default
+    threshold (refused digits wrong, as `digits evaluate` counts them)."""
+    parts = []
+    for result in document["runs"].values():
+        name = f"`{Path(result['path']).name}`"
+        plain = pct(result["mnist_test"]["accuracy"]).replace(" ", NB)
+        if result["refuses_non_digits"]:
+            default = result["mnist_test_default"]
+            answered = pct(default["accuracy"]).replace(" ", NB)
+            parts.append(
+                f"{name} {plain} by plain argmax and {answered} as answered (it refuses "
+                f"{default['refused']} test digits at its default threshold "
+                f"{default['threshold']:g})"
+            )
+        else:
+            parts.append(f"{name} {plain}, refusing none")
+    return (
+        "MNIST test accuracy: " + "; ".join(parts) + ". Runs differ by their training (one seed "
+        "each) as well as by the class, so the gap between their plain accuracies is not the "
+        "cost of the class alone."
+    )
 
 
 def title(result: dict[str, Any]) -> str:
@@ -792,9 +887,9 @@ def markdown(document: dict[str, Any]) -> str:
         "here. *Photos* are the generated photos, drawings and typed digits of the same file.",
         "",
         f"Targets: ≥ {pct(TARGET_REFUSED)} of non-digits refused, while MNIST test accuracy falls "
-        f"≤ {TARGET_MNIST_DROP:g} pt and real scans ≤ {TARGET_SCAN_DROP:g} pt (here: in every "
-        "scan condition). The held-out sets the targets are finally checked on are other "
-        "collections; nothing is tuned on these.",
+        f"≤ {TARGET_MNIST_DROP:g} pt and real scans ≤ {TARGET_SCAN_DROP:g} pt, checked here "
+        "both in every scan condition and over all scans pooled. The held-out sets the targets "
+        "are finally checked on are other collections; nothing is tuned on these.",
         "",
         f"Command: `{document['command']}` ({document['machine']}; commit {document['commit']}, "
         f"preprocessing version {document['preprocessing_version']}; "
@@ -804,6 +899,7 @@ def markdown(document: dict[str, Any]) -> str:
         lines += ["", f"{title(result)}:", ""]
         lines += markdown_table(CURVE_DOCS_HEAD, curve_rows(result))
         lines += ["", recommendation(result)]
+    lines += ["", mnist_summary(document)]
     lines += [
         "",
         "Non-digits refused per kind of held-out negative (*all*: every 28×28 negative; *as "
@@ -848,7 +944,8 @@ def markdown(document: dict[str, Any]) -> str:
         "",
         f"`digits read` (`read_number`, defaults) on {STRIP[0]}×{STRIP[1]} strips with no digit "
         f"on them, {VARIANTS} of each (pen widths 3, 6, 10 and 16 px, each black on white PNG "
-        "and dark on grey paper, blurred, JPEG): how many digits it reads. The control is "
+        "and dark on grey paper, blurred, JPEG): how many digits it reads (an unsure one, *?*, "
+        "counts) and the longest text it read. The control is "
         f"{first['read']['control: 4 MNIST digits']['images']} rows of four MNIST test digits "
         "side by side, 4 px apart at MNIST scale, enlarged to 100 px high.",
         "",
@@ -857,9 +954,20 @@ def markdown(document: dict[str, Any]) -> str:
     for result in document["runs"].values():
         lines += ["", f"`{Path(result['path']).name}`:", ""]
         lines += markdown_table(
-            ["strip", "images", "none read", "digits read (min–max)", "errors", "control"],
+            [
+                "strip",
+                "images",
+                "none read",
+                "digits read (min–max)",
+                "longest",
+                "errors",
+                "control",
+            ],
             read_rows(result),
         )
+        errors = read_errors(result)
+        if errors:
+            lines += ["", f"`digits read` failed on some strips: {errors}."]
     return "\n".join(wrap(line) for line in lines) + "\n"
 
 
@@ -889,11 +997,30 @@ def show(result: dict[str, Any]) -> None:
     print(text_table(["drawings as", "n", *ANSWERS[:4]], drawing_rows(result)))
     print()
     print(
-        text_table(["digits read", "n", "none", "min–max", "errors", "control"], read_rows(result))
+        text_table(
+            ["digits read", "n", "none", "min–max", "longest", "errors", "control"],
+            read_rows(result),
+        )
     )
     print()
     print(recommendation(result).replace("`", ""))
     print()
+
+
+def source_state() -> str:
+    """The commit measured, and whether the source differed from it: the preprocessing and the
+    prediction path are what the scans go through."""
+    try:
+        changed = subprocess.run(
+            ["git", "status", "--porcelain", "--", "src"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        changed = ""
+    return commit() + (" with uncommitted changes to src/" if changed else "")
 
 
 def main() -> None:
@@ -933,7 +1060,7 @@ def main() -> None:
     document = {
         "command": shlex.join([".venv/bin/python", "benchmarks/not_digit.py", *sys.argv[1:]]),
         "machine": machine(),
-        "commit": commit(),
+        "commit": source_state(),
         "preprocessing_version": PREPROCESSING_VERSION,
         "min_confidence": min_confidence,
         "not_digit_threshold": NOT_DIGIT_THRESHOLD,
