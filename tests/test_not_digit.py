@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from PIL import Image, ImageDraw
 from typer.testing import CliRunner
 
-from digits.answers import NOT_SURE_THRESHOLD, answer_kind, judge, percent, split_not_digit
+from digits.answers import NOT_DIGIT_THRESHOLD, NOT_SURE_THRESHOLD, answer_kind, judge, percent, split_not_digit
 from digits.cli import app
 from digits.data import DigitData
 from digits.data.negatives import generate
@@ -55,9 +55,9 @@ def test_held_out_non_digits_are_refused_and_digits_are_not(
     probabilities, not_digit = predictor.score_arrays(generate("heldout", 300).images)
     assert not_digit is not None and probabilities.shape == (300, 10)
     assert np.allclose(probabilities.sum(1), 1, atol=1e-5)  # digits renormalised among themselves
-    assert (not_digit >= 0.5).mean() > 0.6
+    assert (not_digit >= NOT_DIGIT_THRESHOLD).mean() > 0.6
     _, on_digits = predictor.score_arrays(mnist.x_test[:1000])
-    assert on_digits is not None and (on_digits >= 0.5).mean() < 0.05
+    assert on_digits is not None and (on_digits >= NOT_DIGIT_THRESHOLD).mean() < 0.05
 
 
 def test_predict_answers_not_a_digit_in_cli_and_api(refusing_run: Path, tmp_path: Path) -> None:
@@ -72,14 +72,14 @@ def test_predict_answers_not_a_digit_in_cli_and_api(refusing_run: Path, tmp_path
     assert result.exit_code == 0, result.output
     [entry] = json.loads(result.stdout)
     assert entry["digit"] is None and entry["answer"] == "not_digit"
-    assert entry["reason"].startswith("not a digit:") and entry["not_digit"] >= 0.5
+    assert entry["reason"].startswith("not a digit:") and entry["not_digit"] >= NOT_DIGIT_THRESHOLD
 
     client = TestClient(create_app(Settings(model=refusing_run)))
     response = client.post("/api/predict", files={"file": ("star.png", image.read_bytes())})
     assert response.status_code == 200
     body = response.json()
     assert body["digit"] is None and body["answer"] == "not_digit"
-    assert body["reason"].startswith("not a digit:") and body["not_digit"] >= 0.5
+    assert body["reason"].startswith("not a digit:") and body["not_digit"] >= NOT_DIGIT_THRESHOLD
 
 
 def test_ensembles_do_not_mix_ten_and_eleven_classes(
