@@ -14,7 +14,14 @@ from fastapi.testclient import TestClient
 from PIL import Image, ImageDraw
 from typer.testing import CliRunner
 
-from digits.answers import NOT_DIGIT_THRESHOLD, NOT_SURE_THRESHOLD, answer_kind, judge, percent, split_not_digit
+from digits.answers import (
+    NOT_DIGIT_THRESHOLD,
+    NOT_SURE_THRESHOLD,
+    answer_kind,
+    judge,
+    percent,
+    split_not_digit,
+)
 from digits.cli import app
 from digits.data import DigitData
 from digits.data.negatives import generate
