@@ -6,6 +6,7 @@ test digits, printed dark on light paper at photo size, as a person would upload
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
@@ -13,6 +14,7 @@ import struct
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -560,3 +562,167 @@ def test_a_failure_inside_preparation_is_still_a_4xx(
     assert "preparing an image failed" in caplog.text
     monkeypatch.undo()
     assert client.post("/api/predict", **upload(data)).json()["digit"] == int(sure_digits[1][2])
+
+
+# --- memory and connection bounds -----------------------------------------------------------------
+
+
+def test_head_on_the_page_and_health(client: TestClient) -> None:
+    for path in ("/", "/api/health"):
+        response = client.head(path)
+        assert response.status_code == 200, path
+        assert response.content == b""
+
+
+def test_png_of_zero_width_is_bad_input_not_unsupported(client: TestClient) -> None:
+    for width, height in ((0, 10), (10, 0)):
+        response = client.post("/api/predict", **upload(png_header_only(width, height)))
+        assert response.status_code == 400, (width, height)
+        assert response.json()["error"] == "bad_input"
+
+
+def test_oversized_body_reports_its_size(strict_client: TestClient) -> None:
+    declared = strict_client.post(
+        "/api/predict", content=b"x" * 123_456, headers={"content-type": "application/json"}
+    )
+    assert declared.status_code == 413
+    assert "123456 bytes" in declared.json()["detail"]
+    # A multipart file is read one byte past the limit only, so its size beyond is unknown.
+    big = noise_png(200)
+    detail = strict_client.post("/api/predict", **upload(big)).json()["detail"]
+    assert "over 20000 bytes" in detail
+    assert "20001" not in detail
+
+
+def test_the_pixel_limit_is_checked_at_the_size_decoded(client: TestClient) -> None:
+    # A 48-megapixel JPEG decodes at a quarter scale, 3 megapixels: within the default limit.
+    photo = Image.new("L", (8000, 6000), 255)
+    photo.paste(0, (3800, 1500, 4200, 4500))  # a thick 1
+    jpeg = client.post("/api/predict", **upload(encode(photo, "JPEG"), "photo.jpg", "image/jpeg"))
+    assert jpeg.status_code == 200, jpeg.text
+    assert jpeg.json()["digit"] == 1
+    # The same page as a PNG decodes whole: 48 megapixels, over the limit, refused from its header.
+    png = client.post("/api/predict", **upload(png_header_only(8000, 6000)))
+    assert png.status_code == 413
+    assert "12600000" in png.json()["detail"]
+
+
+def test_large_images_are_reduced_right_after_decoding() -> None:
+    from digits.serve.imaging import REDUCE_SIDE, decode_image
+
+    page = Image.new("L", (5000, 3000), 255)
+    page.paste(0, (2400, 1000, 2600, 2000))
+    image, scale = decode_image(encode(page), 8 * 2**20, 20_000_000)
+    assert REDUCE_SIDE <= max(image.size) < 2 * REDUCE_SIDE
+    assert scale == pytest.approx(5000 / image.width)
+    small, unscaled = decode_image(encode(Image.new("L", (900, 600), 255)), 8 * 2**20, 20_000_000)
+    assert small.size == (900, 600) and unscaled == 1
+
+
+def run_asgi(app: Any, scope: dict[str, Any], chunks: list[bytes], pause_s: float = 0) -> Any:
+    """Call an ASGI app with a body in `chunks` (a pause after each); the answer's start
+    message, its body and how many chunks were consumed."""
+    answer: dict[str, Any] = {"consumed": 0, "body": b""}
+
+    async def receive() -> dict[str, Any]:
+        index = answer["consumed"]
+        if index >= len(chunks):
+            await asyncio.sleep(3600)  # a client that sends nothing more
+        answer["consumed"] += 1
+        await asyncio.sleep(pause_s)
+        return {"type": "http.request", "body": chunks[index], "more_body": index < len(chunks) - 1}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            answer["status"] = message["status"]
+            answer["headers"] = dict(message["headers"])
+        else:
+            answer["body"] += message.get("body", b"")
+
+    async def call() -> None:
+        await app(scope, receive, send)
+
+    asyncio.run(call())
+    return answer
+
+
+def post_scope(length: int | None = None) -> dict[str, Any]:
+    headers = [] if length is None else [(b"content-length", str(length).encode())]
+    return {"type": "http", "method": "POST", "path": "/api/predict", "headers": headers}
+
+
+async def echo_app(scope: Any, receive: Any, send: Any) -> None:
+    message = await receive()
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": message["body"]})
+
+
+def test_an_oversized_body_is_read_before_the_413() -> None:
+    from digits.serve.limits import BodyLimitMiddleware
+
+    middleware = BodyLimitMiddleware(echo_app, max_bytes=1000)
+    chunks = [b"x" * 600] * 5
+    declared = run_asgi(middleware, post_scope(3000), chunks)
+    # Every chunk was swallowed first: a client that sends its whole body before reading any
+    # answer (Python's http.client) then reads the 413 instead of a reset connection.
+    assert declared["consumed"] == 5
+    assert declared["status"] == 413
+    assert (
+        json.loads(declared["body"])["detail"]
+        == "the request body is 3000 bytes; the limit is 1000"
+    )
+    streamed = run_asgi(middleware, post_scope(), chunks)
+    assert streamed["consumed"] == 5 and streamed["status"] == 413
+    assert "over 1000 bytes" in json.loads(streamed["body"])["detail"]
+
+
+def test_a_trickling_body_is_answered_408() -> None:
+    from digits.serve.limits import BodyLimitMiddleware
+
+    middleware = BodyLimitMiddleware(echo_app, max_bytes=1000, body_timeout_s=0.3)
+    answer = run_asgi(middleware, post_scope(100), [b"x"] * 100, pause_s=0.05)
+    assert answer["status"] == 408
+    assert json.loads(answer["body"])["error"] == "timeout"
+    assert answer["consumed"] < 100
+
+
+def test_images_beyond_the_slots_wait_then_get_503() -> None:
+    from digits.serve.limits import BodyLimitMiddleware
+
+    running = 0
+    most = 0
+
+    async def slow_app(scope: Any, receive: Any, send: Any) -> None:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await asyncio.sleep(0.4)
+        running -= 1
+        await echo_app(scope, receive, send)
+
+    middleware = BodyLimitMiddleware(slow_app, max_bytes=1000, slots=2, wait_s=0.6)
+    statuses: list[int] = []
+    bodies: list[dict[str, Any]] = []
+
+    async def one() -> None:
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"{}", "more_body": False}
+
+        async def send(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                statuses.append(message["status"])
+                if message["status"] == 503:
+                    assert dict(message["headers"])[b"retry-after"] == b"2"
+            elif message.get("body") and statuses[-1] == 503:
+                bodies.append(json.loads(message["body"]))
+
+        await middleware(post_scope(2), receive, send)
+
+    async def many() -> None:
+        await asyncio.gather(*(one() for _ in range(8)))
+
+    asyncio.run(many())
+    assert most == 2
+    # Two at a time for 0.4 s each: within the 0.6 s wait four get through, the rest are told.
+    assert statuses.count(200) == 4 and statuses.count(503) == 4
+    assert all(body["error"] == "busy" for body in bodies)

@@ -3,7 +3,9 @@ cleanly on loopback."""
 
 from __future__ import annotations
 
+import http.client
 import io
+import json
 import os
 import signal
 import socket
@@ -11,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx2
@@ -124,3 +127,141 @@ def test_digits_serve_starts_answers_and_stops(trained_cnn_run: Path, workers: i
     assert process.returncode == 0, output
     assert f"on http://127.0.0.1:{port}/" in output
     assert "Shutting down" in output or "Finished server process" in output
+
+
+# --- connections, on a real server ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def guarded_server(trained_cnn_run: Path) -> Iterator[int]:
+    """`digits serve` on loopback with short deadlines, so that the tests wait seconds."""
+    port = free_port()
+    environment = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "DIGITS_SERVE_HEADER_TIMEOUT_S": "1",
+        "DIGITS_SERVE_BODY_TIMEOUT_S": "2",
+        "DIGITS_SERVE_KEEP_ALIVE_S": "1",
+        "DIGITS_SERVE_MAX_CONNECTIONS": "3",
+    }
+    command = [str(DIGITS), "serve", str(trained_cnn_run), "--port", str(port)]
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=environment
+    )
+    try:
+        wait_for_health(f"http://127.0.0.1:{port}/api/health", process)
+        yield port
+    finally:
+        if process.poll() is None:
+            stop(process)
+
+
+def raw_socket(port: int) -> socket.socket:
+    connection = socket.create_connection(("127.0.0.1", port), timeout=10)
+    return connection
+
+
+def read_until_closed(connection: socket.socket) -> tuple[bytes, float]:
+    """Everything the server sends until it closes, and how long that took."""
+    started = time.monotonic()
+    received = b""
+    while chunk := connection.recv(65536):
+        received += chunk
+    return received, time.monotonic() - started
+
+
+def json_of(answer: bytes) -> dict:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert b"content-type: application/json" in head.lower(), head
+    parsed: dict = json.loads(body)
+    return parsed
+
+
+def test_a_20_mb_upload_from_http_client_gets_the_json_413(guarded_server: int) -> None:
+    # http.client sends the whole body before it reads: the server must swallow it, not reset.
+    boundary = "b0undary"
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.png"\r\n'
+            "Content-Type: image/png\r\n\r\n"
+        ).encode()
+        + b"\0" * (20 * 1024 * 1024)
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    connection = http.client.HTTPConnection("127.0.0.1", guarded_server, timeout=30)
+    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    connection.request("POST", "/api/predict", body=body, headers=headers)
+    response = connection.getresponse()
+    assert response.status == 413
+    answer = json.loads(response.read())
+    assert answer["error"] == "too_large"
+    assert f"{len(body)} bytes" in answer["detail"]
+
+
+def test_head_answers_200_without_a_body(guarded_server: int) -> None:
+    for path in ("/", "/api/health"):
+        connection = http.client.HTTPConnection("127.0.0.1", guarded_server, timeout=10)
+        connection.request("HEAD", path)
+        response = connection.getresponse()
+        assert response.status == 200, path
+        assert response.read() == b""
+
+
+def test_a_malformed_request_gets_a_json_400(guarded_server: int) -> None:
+    with raw_socket(guarded_server) as connection:
+        connection.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+        answer, _ = read_until_closed(connection)
+    assert answer.startswith(b"HTTP/1.1 400")
+    assert json_of(answer)["error"] == "bad_request"
+
+
+@pytest.mark.parametrize("sent", [b"", b"POST /api/predict HTTP/1.1\r\nHost: x\r\n"])
+def test_idle_and_half_sent_requests_are_closed(guarded_server: int, sent: bytes) -> None:
+    with raw_socket(guarded_server) as connection:
+        connection.sendall(sent)
+        answer, seconds = read_until_closed(connection)
+    assert answer == b""
+    assert 0.5 < seconds < 5  # the 1 s header deadline, not forever
+
+
+def test_an_idle_keep_alive_connection_is_closed(guarded_server: int) -> None:
+    with raw_socket(guarded_server) as connection:
+        connection.sendall(b"GET /api/health HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer, seconds = read_until_closed(connection)
+    assert answer.startswith(b"HTTP/1.1 200")
+    assert seconds < 5
+
+
+def test_a_body_at_one_byte_a_second_gets_408(guarded_server: int) -> None:
+    head = (
+        b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 1000\r\n\r\n"
+    )
+    with raw_socket(guarded_server) as connection:
+        connection.sendall(head)
+        started = time.monotonic()
+        connection.settimeout(0.5)
+        answer = b""
+        while time.monotonic() - started < 10 and not answer:
+            try:
+                connection.sendall(b" ")
+                answer = connection.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+        seconds = time.monotonic() - started
+    assert answer.startswith(b"HTTP/1.1 408"), answer
+    assert json_of(answer)["error"] == "timeout"
+    assert seconds < 5  # the 2 s body deadline
+
+
+def test_connections_over_the_limit_get_a_json_503(guarded_server: int) -> None:
+    with raw_socket(guarded_server) as first, raw_socket(guarded_server) as second:
+        time.sleep(0.1)  # both accepted: with this one, the limit of 3 is reached
+        with raw_socket(guarded_server) as third:
+            third.sendall(b"GET /api/health HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer, _ = read_until_closed(third)
+        assert first.fileno() >= 0 and second.fileno() >= 0
+    assert answer.startswith(b"HTTP/1.1 503")
+    assert json_of(answer)["error"] == "busy"

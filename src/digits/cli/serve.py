@@ -7,11 +7,14 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from digits.cli.common import app, console, friendly_errors
+
+if TYPE_CHECKING:
+    from digits.serve.settings import Settings
 
 
 @app.command("serve")
@@ -62,7 +65,7 @@ def serve_command(
             web_app.state.recognizer.info.accuracy,
             url,
         )
-        uvicorn.run(web_app, host=settings.host, port=settings.port, log_level="info")
+        uvicorn.run(web_app, **uvicorn_options(settings))
         return
     # Several workers, each loading its own model. The supervising process needs none of it, so
     # the model is checked in a throwaway process (a bad one still stops us here, once, with one
@@ -78,13 +81,38 @@ def serve_command(
     )
     sys.stdout.flush()
     sys.stderr.flush()
-    factory = "digits.serve.app:app_from_environment"
-    listen = ["--host", settings.host, "--port", str(settings.port)]
-    workers_option = ["--workers", str(settings.workers), "--log-level", "info"]
-    os.execv(
-        sys.executable,
-        [sys.executable, "-m", "uvicorn", factory, "--factory", *listen, *workers_option],
-    )
+    options = {
+        **uvicorn_options(settings),
+        "workers": settings.workers,
+        "factory": True,
+        "http": PROTOCOL,
+    }
+    # uvicorn's command line takes no protocol class, so the supervisor is started from Python.
+    os.execv(sys.executable, [sys.executable, "-c", SUPERVISOR, json.dumps(options)])
+
+
+PROTOCOL = "digits.serve.limits:GuardedH11Protocol"
+SUPERVISOR = """
+import json, sys, uvicorn
+uvicorn.run("digits.serve.app:app_from_environment", **json.loads(sys.argv[1]))
+"""
+# Largest request head (line and headers) h11 buffers before answering 400.
+MAX_HEAD_BYTES = 16 * 1024
+
+
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """How uvicorn listens: the guarded protocol, keep-alive and connection bounds."""
+    from digits.serve.limits import GuardedH11Protocol
+
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": "info",
+        "http": GuardedH11Protocol,
+        "timeout_keep_alive": settings.keep_alive_s,
+        "limit_concurrency": settings.max_connections,
+        "h11_max_incomplete_event_size": MAX_HEAD_BYTES,
+    }
 
 
 CHECK_MODEL = """

@@ -6,6 +6,8 @@ request. Nothing on this path imports torch: the model runs on ONNX Runtime.
 
 from __future__ import annotations
 
+import ctypes
+
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
@@ -13,12 +15,13 @@ from fastapi.staticfiles import StaticFiles
 from digits import __version__
 from digits.serve.discovery import find_best_run
 from digits.serve.errors import install_error_handlers
-from digits.serve.limits import BodyLimitMiddleware
+from digits.serve.limits import BodyLimitMiddleware, GuardedH11Protocol
 from digits.serve.recognizer import Recognizer
 from digits.serve.routes import docs, meta, page, predict
 from digits.serve.routes.page import STATIC_DIR
 from digits.serve.settings import Settings
 
+M_MMAP_THRESHOLD = -3  # mallopt's parameter number, from glibc's malloc.h
 DESCRIPTION = (
     "Handwritten digit recognition over HTTP. Send an image (multipart field `file`, or JSON with "
     "`image` as base64) or 784 MNIST pixels; get the digit, its confidence, all ten probabilities "
@@ -30,6 +33,9 @@ def create_app(settings: Settings | None = None, recognizer: Recognizer | None =
     """The web service. `settings` default to the environment; the model to `settings.model`,
     else the best run under `settings.runs_dir`."""
     settings = settings or Settings()
+    _return_freed_memory()
+    # Read by uvicorn's protocol in this process, for every connection it accepts.
+    GuardedH11Protocol.header_timeout_s = settings.header_timeout_s
     if recognizer is None:
         model_path = settings.model or find_best_run(settings.runs_dir)
         recognizer = Recognizer.load(model_path, settings.threshold, settings.max_digits)
@@ -46,6 +52,9 @@ def create_app(settings: Settings | None = None, recognizer: Recognizer | None =
 
     install_error_handlers(app)
     app.include_router(page.router)
+    # Load balancers and uptime checks probe with HEAD; FastAPI routes answer only what they list.
+    for path, endpoint in (("/", page.index), ("/api/health", meta.health)):
+        app.add_api_route(path, endpoint, methods=["HEAD"], include_in_schema=False)
     app.include_router(docs.router)
     app.include_router(meta.router, prefix="/api")
     app.include_router(predict.router, prefix="/api")
@@ -59,8 +68,28 @@ def create_app(settings: Settings | None = None, recognizer: Recognizer | None =
             allow_headers=["Content-Type"],
         )
     # Added last, so it runs first: an oversized body is refused before anything else reads it.
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        body_timeout_s=settings.body_timeout_s,
+        slots=settings.image_slots,
+        wait_s=settings.slot_wait_s,
+    )
     return app
+
+
+def _return_freed_memory() -> None:
+    """Make glibc give large freed blocks back to the system at once.
+
+    A decoded image is tens of megabytes in blocks of up to 16 MB. By default glibc raises its
+    mmap threshold each time such a block is freed, so the next ones come from the heap and stay
+    in the worker's resident memory after the request; a fixed 1 MB threshold keeps them mmapped,
+    returned on free. Elsewhere than glibc this does nothing."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(M_MMAP_THRESHOLD, 1024 * 1024)
+    except (OSError, AttributeError):
+        pass
 
 
 def app_from_environment() -> FastAPI:

@@ -22,6 +22,51 @@ FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
 # JPEGs decode directly at a reduced scale, no smaller than this on their longer side: digits are
 # located at 512 pixels anyway, and a 12-megapixel photo then decodes in a fraction of the time.
 DRAFT_SIDE = 1024
+# libjpeg decodes at 1/8 scale at the most: a JPEG header may claim up to 64 times the pixel limit.
+DRAFT_FACTOR = 8
+# Other images larger than this on their longer side are box-reduced by a whole factor right after
+# decoding, so that preprocessing's copies (grey, float) are of the small image, not the big one.
+# Preprocessing and reading work at 320 pixels, so three times that loses nothing they use.
+REDUCE_SIDE = 1024
+REDUCIBLE = ("L", "LA", "RGB", "RGBA", "RGBa", "La", "I", "F", "I;16")
+# The first bytes of each accepted format: content in one of them that Pillow cannot open is a
+# broken image (400), not an unsupported one (415).
+SIGNATURES = (
+    b"\x89PNG\r\n\x1a\n",
+    b"\xff\xd8\xff",
+    b"GIF87a",
+    b"GIF89a",
+    b"BM",
+    b"II*\x00",
+    b"MM\x00*",
+)
+
+
+def _looks_like_image(data: bytes) -> bool:
+    return data.startswith(SIGNATURES) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
+
+
+def _decoded_pixels(image: Image.Image) -> tuple[int, int]:
+    """The size the image will be decoded at: a JPEG's at its smallest draft scale that still
+    reaches DRAFT_SIDE, anything else as in its header."""
+    width, height = image.size
+    if image.format != "JPEG":
+        return width, height
+    scale = 1
+    while scale < DRAFT_FACTOR and max(width, height) // (scale * 2) >= DRAFT_SIDE:
+        scale *= 2
+    return -(-width // scale), -(-height // scale)
+
+
+def _reduced(image: Image.Image) -> Image.Image:
+    """A large decoded image box-reduced by a whole factor, its longer side staying at least
+    REDUCE_SIDE; the image itself when small, or of a mode Pillow cannot reduce."""
+    factor = max(image.size) // REDUCE_SIDE
+    if factor < 2 or image.mode not in REDUCIBLE:
+        return image
+    reduced = image.reduce(factor)
+    reduced.info = image.info
+    return reduced
 
 
 def decode_base64(text: str, max_bytes: int) -> bytes:
@@ -41,11 +86,13 @@ def decode_base64(text: str, max_bytes: int) -> bytes:
 
 def decode_image(data: bytes, max_bytes: int, max_pixels: int) -> tuple[Image.Image, float]:
     """A fully decoded image from file bytes, and the factor from its pixels to the file's
-    (above 1 when a JPEG was decoded at reduced scale); or an APIError saying what is wrong."""
+    (above 1 when a JPEG was decoded at reduced scale or a large image reduced after decoding);
+    or an APIError saying what is wrong."""
     if not data:
         raise bad_input("the image is empty (0 bytes)")
     if len(data) > max_bytes:
-        raise too_large(f"the image is {len(data)} bytes; the limit is {max_bytes}")
+        # A multipart file is read one byte past the limit: the size beyond is unknown.
+        raise too_large(f"the image is over {max_bytes} bytes, the limit")
     try:
         with warnings.catch_warnings():
             # Our own pixel limit below is the guard; Pillow's warning would only add noise.
@@ -54,18 +101,29 @@ def decode_image(data: bytes, max_bytes: int, max_pixels: int) -> tuple[Image.Im
             width, height = image.size
             if width < 1 or height < 1:
                 raise bad_input(f"the image has no pixels ({width}×{height})")
-            if width * height > max_pixels:
+            decoded_width, decoded_height = _decoded_pixels(image)
+            if decoded_width * decoded_height > max_pixels:
+                at = (
+                    ""
+                    if (decoded_width, decoded_height) == (width, height)
+                    else (f", {decoded_width}×{decoded_height} when decoded at reduced scale")
+                )
                 raise too_large(
-                    f"the image is {width}×{height} = {width * height} pixels; "
+                    f"the image is {width}×{height} = {width * height} pixels{at}; "
                     f"the limit is {max_pixels}"
                 )
             if image.format == "JPEG":
                 image.draft(image.mode, (DRAFT_SIDE, DRAFT_SIDE))
             image.seek(0)  # the first frame of an animation
             image.load()
+            decoded = _reduced(image)
     except APIError:
         raise
     except UnidentifiedImageError:
+        if _looks_like_image(data):
+            raise bad_input(
+                "the image could not be decoded: its header is invalid (a width or height of 0?)"
+            ) from None
         raise unsupported(
             f"not an image in a supported format ({', '.join(FORMATS)}); "
             "the content decides, not the file name"
@@ -76,7 +134,7 @@ def decode_image(data: bytes, max_bytes: int, max_pixels: int) -> tuple[Image.Im
         # Pillow reports corrupt and truncated data with many exception types (OSError,
         # SyntaxError, ValueError, struct.error, EOFError...): all of them mean bad input.
         raise bad_input(f"the image could not be decoded: {type(exc).__name__}: {exc}") from None
-    return image, max(width, height) / max(image.size)
+    return decoded, max(width, height) / max(decoded.size)
 
 
 def pixels_to_array(pixels: list[float]) -> np.ndarray:

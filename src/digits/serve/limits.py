@@ -1,71 +1,218 @@
-"""Refuse oversized request bodies before any parser sees them.
+"""Bounds on what one request may cost the worker: its body, its time, its share of memory.
 
-The body is read here, up to the limit, and replayed to the app: a client that lies in
-Content-Length or streams chunks without one is cut off at the same limit, and neither the
-multipart parser nor the JSON decoder ever holds more than `max_bytes`.
+`BodyLimitMiddleware` reads the body here, up to the limit and within a deadline, and replays it
+to the app: a client that lies in Content-Length or streams chunks without one is cut off at the
+same limit, a body trickling in at a byte a second is answered 408, and neither the multipart
+parser nor the JSON decoder ever holds more than `max_bytes`. An oversized body that is not too
+large to swallow is read and discarded before the 413 goes out: clients such as Python's
+http.client send the whole body before they read an answer, and closing on them mid-upload gives
+them "connection reset" instead of the JSON error.
+
+Only `slots` requests with a body are worked on at once (decoding an image is where a worker's
+memory goes); the others wait up to `wait_s` and are then answered 503 with Retry-After.
+
+`GuardedH11Protocol` is uvicorn's h11 protocol with a deadline on the request head (an idle or
+half-sent request line is closed after `header_timeout_s`) and its plain-text 400 and 503
+answers in the service's JSON error shape.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+from typing import Any
 
+import h11
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.protocols.http import h11_impl
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from digits.serve.errors import error_body
 
+# An oversized body up to this size is read and thrown away so the client sees the 413; a larger
+# one is cut off at once (the client may then see a reset: the bound on what we swallow).
+DRAIN_BYTES = 64 * 1024 * 1024
+RETRY_AFTER_S = 2
+
+
+def json_error(status: int, code: str, detail: str, **headers: str) -> tuple[list[Any], bytes]:
+    """Headers and body of a JSON error answer that closes the connection."""
+    payload = json.dumps(error_body(code, detail)).encode()
+    head = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(payload)).encode()),
+        (b"connection", b"close"),
+        *((name.encode(), value.encode()) for name, value in headers.items()),
+    ]
+    return head, payload
+
+
+async def send_error(send: Send, status: int, code: str, detail: str, **headers: str) -> None:
+    head, payload = json_error(status, code, detail, **headers)
+    await send({"type": "http.response.start", "status": status, "headers": head})
+    await send({"type": "http.response.body", "body": payload})
+
 
 class BodyLimitMiddleware:
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        body_timeout_s: float = 30.0,
+        slots: int = 2,
+        wait_s: float = 10.0,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.body_timeout_s = body_timeout_s
+        self.wait_s = wait_s
+        self.slots = asyncio.Semaphore(slots)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            await self._refuse(send)
+        declared_header = dict(scope["headers"]).get(b"content-length")
+        declared = int(declared_header) if declared_header and declared_header.isdigit() else None
+        if declared_header is not None and declared is None:
+            await send_error(send, 400, "bad_input", "Content-Length is not a number")
             return
+        if declared is not None and declared > self.max_bytes:
+            await self._refuse(receive, send, declared)
+            return
+        try:
+            body = await asyncio.wait_for(self._read(receive), self.body_timeout_s)
+        except TimeoutError:
+            detail = f"the request body did not arrive within {self.body_timeout_s:g} s"
+            await send_error(send, 408, "timeout", detail)
+            return
+        if body is None:  # the client went away
+            return
+        if len(body) > self.max_bytes:
+            await self._refuse(receive, send, None)
+            return
+        try:
+            await asyncio.wait_for(self.slots.acquire(), self.wait_s)
+        except TimeoutError:
+            detail = f"busy: every image slot was taken for {self.wait_s:g} s; try again shortly"
+            await send_error(send, 503, "busy", detail, **{"retry-after": str(RETRY_AFTER_S)})
+            return
+        try:
+            await self.app(scope, _replay(body, receive), send)
+        finally:
+            self.slots.release()
+
+    async def _read(self, receive: Receive) -> bytes | None:
+        """The whole body, or as soon as it passes the limit the part read so far; None when
+        the client disconnects."""
         chunks: list[bytes] = []
         size = 0
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                return
+                return None
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_bytes:
-                await self._refuse(send)
-                return
             chunks.append(chunk)
+            if size > self.max_bytes or not message.get("more_body", False):
+                return b"".join(chunks)
+
+    async def _refuse(self, receive: Receive, send: Send, declared: int | None) -> None:
+        if declared is not None:
+            detail = f"the request body is {declared} bytes; the limit is {self.max_bytes}"
+        else:
+            detail = f"the request body is over {self.max_bytes} bytes, the limit"
+        if declared is None or declared <= DRAIN_BYTES:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._drain(receive), self.body_timeout_s)
+        await send_error(send, 413, "too_large", detail)
+
+    async def _drain(self, receive: Receive) -> None:
+        """Read and discard the rest of the body, up to DRAIN_BYTES."""
+        size = 0
+        while size <= DRAIN_BYTES:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            size += len(message.get("body", b""))
             if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
-        replayed = False
+                return
 
-        async def replay() -> Message:
-            nonlocal replayed
-            if replayed:
-                # After the body, wait for the client to go away, as the real receive would.
-                return await receive()
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
 
-        await self.app(scope, replay, send)
+def _replay(body: bytes, receive: Receive) -> Receive:
+    replayed = False
 
-    async def _refuse(self, send: Send) -> None:
-        detail = f"request body larger than {self.max_bytes} bytes"
-        payload = json.dumps(error_body("too_large", detail)).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(payload)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
+    async def replay() -> Message:
+        nonlocal replayed
+        if replayed:
+            # After the body, wait for the client to go away, as the real receive would.
+            return await receive()
+        replayed = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
+
+
+async def _json_service_unavailable(scope: Scope, receive: Receive, send: Send) -> None:
+    """uvicorn's answer once `limit_concurrency` connections are open, as JSON."""
+    detail = "busy: too many connections are open; try again shortly"
+    await send_error(send, 503, "busy", detail, **{"retry-after": str(RETRY_AFTER_S)})
+
+
+class GuardedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol with a deadline on each request head and JSON 400s."""
+
+    header_timeout_s: float = 10.0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_header_timer()
+
+    def _arm_header_timer(self) -> None:
+        self._waiting_after = self.cycle
+        self._header_timer: asyncio.TimerHandle | None = self.loop.call_later(
+            self.header_timeout_s, self._header_timeout
         )
-        await send({"type": "http.response.body", "body": payload})
+
+    def _cancel_header_timer(self) -> None:
+        timer = getattr(self, "_header_timer", None)
+        if timer is not None:
+            timer.cancel()
+            self._header_timer = None
+
+    def _header_timeout(self) -> None:
+        # The head of a request did not arrive in time: an idle, half-open or trickling client.
+        self._header_timer = None
+        if not self.transport.is_closing():
+            self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.cycle is not None and self.cycle is not self._waiting_after:
+            self._cancel_header_timer()  # a new request's head is complete
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._cancel_header_timer()
+            self._arm_header_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_header_timer()
+        super().connection_lost(exc)
+
+    def send_400_response(self, msg: str) -> None:
+        head, payload = json_error(400, "bad_request", f"malformed HTTP request: {msg}")
+        for event in (
+            h11.Response(status_code=400, headers=head, reason=b"Bad Request"),
+            h11.Data(data=payload),
+            h11.EndOfMessage(),
+        ):
+            self.transport.write(self.conn.send(event))
+        self.transport.close()
+
+
+# uvicorn answers connections over `limit_concurrency` with a plain-text 503 from this module
+# global; the service answers every error as JSON.
+h11_impl.service_unavailable = _json_service_unavailable  # type: ignore[assignment]

@@ -33,8 +33,22 @@ class Settings(BaseSettings):
     """Worker processes, each with its own copy of the model."""
     max_upload_bytes: int = Field(default=8 * MIB, ge=1024)
     """Largest image file accepted, in bytes (a base64 body may be a third larger)."""
-    max_pixels: int = Field(default=40_000_000, ge=784)
-    """Largest image accepted, in pixels (width × height), checked before decoding."""
+    max_pixels: int = Field(default=12_600_000, ge=784)
+    """Largest image decoded, in pixels (width × height), checked from the header before any
+    pixel is: a 4096 × 3072 photo or an A4 page at 300 dpi. A JPEG counts at the reduced scale
+    it is decoded at (up to 1/8 on each side), so bigger photos pass; see docs/benchmarks.md."""
+    image_slots: int = Field(default=2, ge=1, le=64)
+    """Requests with a body (images) worked on at once per worker; the rest wait."""
+    slot_wait_s: float = Field(default=10.0, gt=0)
+    """How long a request waits for an image slot before it is answered 503 with Retry-After."""
+    body_timeout_s: float = Field(default=30.0, gt=0)
+    """Time allowed for a whole request body to arrive, else 408."""
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    """Time allowed for a request's line and headers to arrive, else the connection is closed."""
+    keep_alive_s: int = Field(default=5, ge=1)
+    """How long an idle keep-alive connection stays open."""
+    max_connections: int = Field(default=64, ge=1)
+    """Connections and requests one worker takes at once; past it, 503."""
     threshold: float = Field(default=NOT_SURE_THRESHOLD, ge=0.0, le=1.0)
     """Below this confidence the answer is "not sure" and `digit` is null."""
     max_digits: int = Field(default=32, ge=1, le=1000)
