@@ -727,3 +727,36 @@ def test_images_beyond_the_slots_wait_then_get_503() -> None:
     # Two at a time for 0.4 s each: within the 0.6 s wait four get through, the rest are told.
     assert statuses.count(200) == 4 and statuses.count(503) == 4
     assert all(body["error"] == "busy" for body in bodies)
+
+
+def test_bodies_held_at_once_stay_within_the_budget() -> None:
+    from digits.serve.limits import BodyLimitMiddleware
+
+    middleware = BodyLimitMiddleware(echo_app, max_bytes=1000, body_budget=1000)
+    most = 0
+    statuses: list[int] = []
+
+    async def one() -> None:
+        chunks = [b"x" * 400, b"y" * 400]
+
+        async def receive() -> dict[str, Any]:
+            nonlocal most
+            await asyncio.sleep(0.05)
+            most = max(most, middleware.buffered)
+            chunk = chunks.pop(0)
+            return {"type": "http.request", "body": chunk, "more_body": bool(chunks)}
+
+        async def send(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                statuses.append(message["status"])
+
+        await middleware(post_scope(800), receive, send)
+
+    async def many() -> None:
+        await asyncio.gather(*(one() for _ in range(4)))
+
+    asyncio.run(many())
+    # Each 800-byte body waited its turn for room: all answered, never more than 1000 held.
+    assert statuses == [200] * 4
+    assert 0 < most <= 1000
+    assert middleware.buffered == 0

@@ -9,7 +9,8 @@ http.client send the whole body before they read an answer, and closing on them 
 them "connection reset" instead of the JSON error.
 
 Only `slots` requests with a body are worked on at once (decoding an image is where a worker's
-memory goes); the others wait up to `wait_s` and are then answered 503 with Retry-After.
+memory goes); the others wait up to `wait_s` and are then answered 503 with Retry-After. Bodies
+held in memory, over all requests, are bounded by `body_budget`: past it, reading waits.
 
 `GuardedH11Protocol` is uvicorn's h11 protocol with a deadline on the request head (an idle or
 half-sent request line is closed after `header_timeout_s`) and its plain-text 400 and 503
@@ -62,12 +63,18 @@ class BodyLimitMiddleware:
         body_timeout_s: float = 30.0,
         slots: int = 2,
         wait_s: float = 10.0,
+        body_budget: int = 32 * 1024 * 1024,
     ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.body_timeout_s = body_timeout_s
         self.wait_s = wait_s
         self.slots = asyncio.Semaphore(slots)
+        # Bodies held in memory at once, over all requests: many clients uploading the largest
+        # body together wait for room (within their body deadline) instead of adding up.
+        self.body_budget = body_budget
+        self.buffered = 0
+        self._room = asyncio.Condition()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
@@ -81,16 +88,27 @@ class BodyLimitMiddleware:
         if declared is not None and declared > self.max_bytes:
             await self._refuse(receive, send, declared)
             return
+        held = [0]  # bytes of the budget this request holds
         try:
-            body = await asyncio.wait_for(self._read(receive), self.body_timeout_s)
+            await self._handle(scope, receive, send, held, declared)
+        finally:
+            if held[0]:
+                await self._release(held[0])
+
+    async def _handle(
+        self, scope: Scope, receive: Receive, send: Send, held: list[int], declared: int | None
+    ) -> None:
+        try:
+            read = await asyncio.wait_for(self._read(receive, held, declared), self.body_timeout_s)
         except TimeoutError:
             detail = f"the request body did not arrive within {self.body_timeout_s:g} s"
             await send_error(send, 408, "timeout", detail)
             return
-        if body is None:  # the client went away
+        if read is None:  # the client went away
             return
+        body, complete = read
         if len(body) > self.max_bytes:
-            await self._refuse(receive, send, None)
+            await self._refuse(receive, send, None, drain=not complete)
             return
         try:
             await asyncio.wait_for(self.slots.acquire(), self.wait_s)
@@ -103,9 +121,16 @@ class BodyLimitMiddleware:
         finally:
             self.slots.release()
 
-    async def _read(self, receive: Receive) -> bytes | None:
-        """The whole body, or as soon as it passes the limit the part read so far; None when
-        the client disconnects."""
+    async def _read(
+        self, receive: Receive, held: list[int], declared: int | None
+    ) -> tuple[bytes, bool] | None:
+        """The whole body, or as soon as it passes the limit the part read so far, and whether
+        that is all of it; None when the client disconnects. A declared body is counted against
+        the budget whole, before it is read (so that no request holds part of the room while
+        waiting for the rest); a chunked one chunk by chunk."""
+        if declared is not None:
+            await self._reserve(declared)
+            held[0] = declared
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -113,17 +138,35 @@ class BodyLimitMiddleware:
             if message["type"] == "http.disconnect":
                 return None
             chunk = message.get("body", b"")
+            if declared is None or size + len(chunk) > declared:
+                await self._reserve(len(chunk))
+                held[0] += len(chunk)
             size += len(chunk)
             chunks.append(chunk)
-            if size > self.max_bytes or not message.get("more_body", False):
-                return b"".join(chunks)
+            complete = not message.get("more_body", False)
+            if size > self.max_bytes or complete:
+                return b"".join(chunks), complete
 
-    async def _refuse(self, receive: Receive, send: Send, declared: int | None) -> None:
+    async def _reserve(self, size: int) -> None:
+        async with self._room:
+            await self._room.wait_for(
+                lambda: self.buffered == 0 or self.buffered + size <= self.body_budget
+            )
+            self.buffered += size
+
+    async def _release(self, size: int) -> None:
+        async with self._room:
+            self.buffered -= size
+            self._room.notify_all()
+
+    async def _refuse(
+        self, receive: Receive, send: Send, declared: int | None, drain: bool = True
+    ) -> None:
         if declared is not None:
             detail = f"the request body is {declared} bytes; the limit is {self.max_bytes}"
         else:
             detail = f"the request body is over {self.max_bytes} bytes, the limit"
-        if declared is None or declared <= DRAIN_BYTES:
+        if drain and (declared is None or declared <= DRAIN_BYTES):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._drain(receive), self.body_timeout_s)
         await send_error(send, 413, "too_large", detail)
