@@ -265,3 +265,11 @@ def test_connections_over_the_limit_get_a_json_503(guarded_server: int) -> None:
         assert first.fileno() >= 0 and second.fileno() >= 0
     assert answer.startswith(b"HTTP/1.1 503")
     assert json_of(answer)["error"] == "busy"
+
+
+def test_a_request_head_over_16_kb_gets_a_json_400(guarded_server: int) -> None:
+    with raw_socket(guarded_server) as connection:
+        connection.sendall(b"GET /api/health HTTP/1.1\r\nHost: x\r\nX-Filler: " + b"a" * 20_000)
+        answer, _ = read_until_closed(connection)
+    assert answer.startswith(b"HTTP/1.1 400")
+    assert "16384 bytes" in json_of(answer)["detail"]

@@ -81,34 +81,26 @@ def serve_command(
     )
     sys.stdout.flush()
     sys.stderr.flush()
-    options = {
-        **uvicorn_options(settings),
-        "workers": settings.workers,
-        "factory": True,
-        "http": PROTOCOL,
-    }
+    options = {**uvicorn_options(settings), "workers": settings.workers, "factory": True}
     # uvicorn's command line takes no protocol class, so the supervisor is started from Python.
     os.execv(sys.executable, [sys.executable, "-c", SUPERVISOR, json.dumps(options)])
 
 
-PROTOCOL = "digits.serve.limits:GuardedH11Protocol"
 SUPERVISOR = """
 import json, sys, uvicorn
 uvicorn.run("digits.serve.app:app_from_environment", **json.loads(sys.argv[1]))
 """
-# Largest request head (line and headers) h11 buffers before answering 400.
-MAX_HEAD_BYTES = 16 * 1024
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
     """How uvicorn listens: the guarded protocol, keep-alive and connection bounds."""
-    from digits.serve.limits import GuardedH11Protocol
+    from digits.serve.limits import MAX_HEAD_BYTES, PROTOCOL
 
     return {
         "host": settings.host,
         "port": settings.port,
         "log_level": "info",
-        "http": GuardedH11Protocol,
+        "http": PROTOCOL,
         "timeout_keep_alive": settings.keep_alive_s,
         "limit_concurrency": settings.max_connections,
         "h11_max_incomplete_event_size": MAX_HEAD_BYTES,

@@ -13,9 +13,10 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
 from digits import __version__
+from digits.serve import limits
 from digits.serve.discovery import find_best_run
 from digits.serve.errors import install_error_handlers
-from digits.serve.limits import BodyLimitMiddleware, GuardedH11Protocol
+from digits.serve.limits import BodyLimitMiddleware
 from digits.serve.recognizer import Recognizer
 from digits.serve.routes import docs, meta, page, predict
 from digits.serve.routes.page import STATIC_DIR
@@ -35,7 +36,7 @@ def create_app(settings: Settings | None = None, recognizer: Recognizer | None =
     settings = settings or Settings()
     _return_freed_memory()
     # Read by uvicorn's protocol in this process, for every connection it accepts.
-    GuardedH11Protocol.header_timeout_s = settings.header_timeout_s
+    limits.HeadGuard.header_timeout_s = settings.header_timeout_s
     if recognizer is None:
         model_path = settings.model or find_best_run(settings.runs_dir)
         recognizer = Recognizer.load(model_path, settings.threshold, settings.max_digits)
@@ -74,6 +75,7 @@ def create_app(settings: Settings | None = None, recognizer: Recognizer | None =
         body_timeout_s=settings.body_timeout_s,
         slots=settings.image_slots,
         wait_s=settings.slot_wait_s,
+        body_budget=settings.body_budget_bytes,
     )
     return app
 

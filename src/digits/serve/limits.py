@@ -12,9 +12,9 @@ Only `slots` requests with a body are worked on at once (decoding an image is wh
 memory goes); the others wait up to `wait_s` and are then answered 503 with Retry-After. Bodies
 held in memory, over all requests, are bounded by `body_budget`: past it, reading waits.
 
-`GuardedH11Protocol` is uvicorn's h11 protocol with a deadline on the request head (an idle or
-half-sent request line is closed after `header_timeout_s`) and its plain-text 400 and 503
-answers in the service's JSON error shape.
+`GuardedHttpToolsProtocol` (or `GuardedH11Protocol` without httptools) is uvicorn's protocol with
+a deadline and a size bound on each request head (an idle or half-sent request is closed after
+`header_timeout_s`) and its plain-text 400 and 503 answers in the service's JSON error shape.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import contextlib
 import json
 from typing import Any
 
-import h11
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http import h11_impl
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -35,6 +34,8 @@ from digits.serve.errors import error_body
 # one is cut off at once (the client may then see a reset: the bound on what we swallow).
 DRAIN_BYTES = 64 * 1024 * 1024
 RETRY_AFTER_S = 2
+# Largest request head (line and headers) read before answering 400.
+MAX_HEAD_BYTES = 16 * 1024
 
 
 def json_error(status: int, code: str, detail: str, **headers: str) -> tuple[list[Any], bytes]:
@@ -203,17 +204,26 @@ async def _json_service_unavailable(scope: Scope, receive: Receive, send: Send) 
     await send_error(send, 503, "busy", detail, **{"retry-after": str(RETRY_AFTER_S)})
 
 
-class GuardedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol with a deadline on each request head and JSON 400s."""
+class HeadGuard:
+    """A deadline and a size bound on each request head, and JSON 400s, for uvicorn's HTTP
+    protocols (mixed in before them). uvicorn itself only times idle keep-alive connections: a
+    client that connects and sends nothing, or half a request line, would hold it forever."""
 
     header_timeout_s: float = 10.0
+    max_head_bytes: int = MAX_HEAD_BYTES
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+    # Attributes of uvicorn's protocols, which this class is mixed into.
+    cycle: Any
+    loop: asyncio.AbstractEventLoop
+    transport: asyncio.Transport
+
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        super().connection_made(transport)  # type: ignore[misc]
         self._arm_header_timer()
 
     def _arm_header_timer(self) -> None:
         self._waiting_after = self.cycle
+        self._head_bytes = 0
         self._header_timer: asyncio.TimerHandle | None = self.loop.call_later(
             self.header_timeout_s, self._header_timeout
         )
@@ -231,31 +241,52 @@ class GuardedH11Protocol(H11Protocol):
             self.transport.close()
 
     def data_received(self, data: bytes) -> None:
-        super().data_received(data)
+        waiting = getattr(self, "_header_timer", None) is not None
+        super().data_received(data)  # type: ignore[misc]
+        if not waiting or self.transport.is_closing():
+            return
         if self.cycle is not None and self.cycle is not self._waiting_after:
             self._cancel_header_timer()  # a new request's head is complete
+            return
+        self._head_bytes += len(data)
+        if self._head_bytes > self.max_head_bytes:
+            self.send_400_response(f"the request head is over {self.max_head_bytes} bytes")
 
     def on_response_complete(self) -> None:
-        super().on_response_complete()
+        super().on_response_complete()  # type: ignore[misc]
         if not self.transport.is_closing():
             self._cancel_header_timer()
             self._arm_header_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_header_timer()
-        super().connection_lost(exc)
+        super().connection_lost(exc)  # type: ignore[misc]
 
     def send_400_response(self, msg: str) -> None:
+        # Written raw, as both protocols do, and the connection closed: nothing more is parsed.
         head, payload = json_error(400, "bad_request", f"malformed HTTP request: {msg}")
-        for event in (
-            h11.Response(status_code=400, headers=head, reason=b"Bad Request"),
-            h11.Data(data=payload),
-            h11.EndOfMessage(),
-        ):
-            self.transport.write(self.conn.send(event))
+        lines = [b"HTTP/1.1 400 Bad Request"] + [name + b": " + value for name, value in head]
+        self.transport.write(b"\r\n".join(lines) + b"\r\n\r\n" + payload)
         self.transport.close()
 
 
-# uvicorn answers connections over `limit_concurrency` with a plain-text 503 from this module
-# global; the service answers every error as JSON.
+class GuardedH11Protocol(HeadGuard, H11Protocol):  # type: ignore[misc]
+    """uvicorn's pure-Python protocol (h11), guarded."""
+
+
+# uvicorn answers connections over `limit_concurrency` with a plain-text 503 from a module
+# global of each protocol; the service answers every error as JSON.
 h11_impl.service_unavailable = _json_service_unavailable  # type: ignore[assignment]
+
+try:
+    from uvicorn.protocols.http import httptools_impl
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+except ImportError:  # httptools is optional: h11 then
+    PROTOCOL = "digits.serve.limits:GuardedH11Protocol"
+else:
+
+    class GuardedHttpToolsProtocol(HeadGuard, HttpToolsProtocol):  # type: ignore[misc]
+        """uvicorn's protocol on the C parser (httptools), guarded: the faster one."""
+
+    httptools_impl.service_unavailable = _json_service_unavailable  # type: ignore[assignment]
+    PROTOCOL = "digits.serve.limits:GuardedHttpToolsProtocol"

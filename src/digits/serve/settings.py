@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     """Largest image decoded, in pixels (width × height), checked from the header before any
     pixel is: a 4096 × 3072 photo or an A4 page at 300 dpi. A JPEG counts at the reduced scale
     it is decoded at (up to 1/8 on each side), so bigger photos pass; see docs/benchmarks.md."""
+    body_budget_bytes: int = Field(default=32 * MIB, ge=1024)
+    """Request bodies held in memory at once, over all requests; past it, reading waits."""
     image_slots: int = Field(default=2, ge=1, le=64)
     """Requests with a body (images) worked on at once per worker; the rest wait."""
     slot_wait_s: float = Field(default=10.0, gt=0)
