@@ -579,6 +579,7 @@ def test_png_of_zero_width_is_bad_input_not_unsupported(client: TestClient) -> N
         response = client.post("/api/predict", **upload(png_header_only(width, height)))
         assert response.status_code == 400, (width, height)
         assert response.json()["error"] == "bad_input"
+        assert f"no pixels ({width}×{height})" in response.json()["detail"]
 
 
 def test_oversized_body_reports_its_size(strict_client: TestClient) -> None:

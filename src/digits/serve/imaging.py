@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import struct
 import warnings
 
 import numpy as np
@@ -22,40 +23,21 @@ FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
 # JPEGs decode directly at a reduced scale, no smaller than this on their longer side: digits are
 # located at 512 pixels anyway, and a 12-megapixel photo then decodes in a fraction of the time.
 DRAFT_SIDE = 1024
-# libjpeg decodes at 1/8 scale at the most: a JPEG header may claim up to 64 times the pixel limit.
-DRAFT_FACTOR = 8
 # Other images larger than this on their longer side are box-reduced by a whole factor right after
 # decoding, so that preprocessing's copies (grey, float) are of the small image, not the big one.
 # Preprocessing and reading work at 320 pixels, so three times that loses nothing they use.
 REDUCE_SIDE = 1024
 REDUCIBLE = ("L", "LA", "RGB", "RGBA", "RGBa", "La", "I", "F", "I;16")
-# The first bytes of each accepted format: content in one of them that Pillow cannot open is a
-# broken image (400), not an unsupported one (415).
-SIGNATURES = (
-    b"\x89PNG\r\n\x1a\n",
-    b"\xff\xd8\xff",
-    b"GIF87a",
-    b"GIF89a",
-    b"BM",
-    b"II*\x00",
-    b"MM\x00*",
-)
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def _looks_like_image(data: bytes) -> bool:
-    return data.startswith(SIGNATURES) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
-
-
-def _decoded_pixels(image: Image.Image) -> tuple[int, int]:
-    """The size the image will be decoded at: a JPEG's at its smallest draft scale that still
-    reaches DRAFT_SIDE, anything else as in its header."""
-    width, height = image.size
-    if image.format != "JPEG":
-        return width, height
-    scale = 1
-    while scale < DRAFT_FACTOR and max(width, height) // (scale * 2) >= DRAFT_SIDE:
-        scale *= 2
-    return -(-width // scale), -(-height // scale)
+def _png_without_pixels(data: bytes) -> tuple[int, int] | None:
+    """The width and height of a PNG whose header declares no pixels, which Pillow refuses to
+    open as if it were no image at all; None for anything else."""
+    if not data.startswith(PNG_SIGNATURE) or data[12:16] != b"IHDR" or len(data) < 24:
+        return None
+    width, height = struct.unpack(">II", data[16:24])
+    return (width, height) if width == 0 or height == 0 else None
 
 
 def _reduced(image: Image.Image) -> Image.Image:
@@ -101,29 +83,30 @@ def decode_image(data: bytes, max_bytes: int, max_pixels: int) -> tuple[Image.Im
             width, height = image.size
             if width < 1 or height < 1:
                 raise bad_input(f"the image has no pixels ({width}×{height})")
-            decoded_width, decoded_height = _decoded_pixels(image)
+            if image.format == "JPEG":
+                # Sets the size it will decode at (1/2, 1/4 or 1/8 while both sides stay at
+                # least DRAFT_SIDE): the pixel limit is on that, what decoding costs.
+                image.draft(image.mode, (DRAFT_SIDE, DRAFT_SIDE))
+            decoded_width, decoded_height = image.size
             if decoded_width * decoded_height > max_pixels:
                 at = (
                     ""
-                    if (decoded_width, decoded_height) == (width, height)
-                    else (f", {decoded_width}×{decoded_height} when decoded at reduced scale")
+                    if image.size == (width, height)
+                    else f", {decoded_width}×{decoded_height} when decoded at reduced scale"
                 )
                 raise too_large(
                     f"the image is {width}×{height} = {width * height} pixels{at}; "
                     f"the limit is {max_pixels}"
                 )
-            if image.format == "JPEG":
-                image.draft(image.mode, (DRAFT_SIDE, DRAFT_SIDE))
             image.seek(0)  # the first frame of an animation
             image.load()
             decoded = _reduced(image)
     except APIError:
         raise
     except UnidentifiedImageError:
-        if _looks_like_image(data):
-            raise bad_input(
-                "the image could not be decoded: its header is invalid (a width or height of 0?)"
-            ) from None
+        empty = _png_without_pixels(data)
+        if empty is not None:
+            raise bad_input(f"the image has no pixels ({empty[0]}×{empty[1]})") from None
         raise unsupported(
             f"not an image in a supported format ({', '.join(FORMATS)}); "
             "the content decides, not the file name"
