@@ -24,7 +24,9 @@ from tests.handwriting import (
     font_glyph,
     number_photo,
     pen_glyph,
+    scribble_points,
     side_by_side,
+    stroke_photo,
 )
 
 runner = CliRunner()
@@ -201,23 +203,34 @@ def test_read_command(trained_cnn_run: Path, tmp_path: Path) -> None:
     assert failed.exit_code == 1 and "bad.png" in failed.stderr
 
 
-def test_components_match_a_flood_fill() -> None:
-    rng = np.random.default_rng(3)
-    mask = rng.random((30, 40)) < 0.35
-    labels, components = label_components(mask)
-    assert sum(c.area for c in components) == mask.sum()
-    seen = np.zeros_like(mask)
-    for component in components:
-        # Flood fill from one pixel of the component must reach exactly its pixels.
-        start = tuple(np.argwhere(labels == component.label)[0])
-        stack, region = [start], set()
-        while stack:
-            r, c = stack.pop()
-            if (r, c) in region or not (0 <= r < 30 and 0 <= c < 40) or not mask[r, c]:
-                continue
-            region.add((r, c))
-            stack += [(r + dr, c + dc) for dr in (-1, 0, 1) for dc in (-1, 0, 1)]
-        assert region == {tuple(p) for p in np.argwhere(labels == component.label)}
-        assert len(region) == component.area
-        seen |= labels == component.label
-    assert np.array_equal(seen, mask)
+NOT_DIGIT_ROWS = {
+    "bar": ([(0.1, 0.5), (0.9, 0.5)], 0.04),
+    "marker bar": ([(0.05, 0.5), (0.95, 0.5)], 0.15),
+    "long tilted line": ([(0.03, 0.25), (0.97, 0.75)], 0.02),
+    "steep line": ([(0.3, 0.05), (0.7, 0.95)], 0.03),
+    "wavy line": ([(x / 20, 0.5 + 0.08 * (-1) ** x) for x in range(1, 20)], 0.03),
+    **{f"scribble {seed}": (scribble_points(seed), 0.04) for seed in range(4)},
+}
+
+
+@pytest.mark.parametrize("row", list(NOT_DIGIT_ROWS))
+def test_bars_lines_and_scribbles_are_never_cut_into_digits(row: str) -> None:
+    # Each is one piece of ink, far wider than any digit or a single straight stroke. Cut at
+    # its faintest columns a bar used to read as two dozen digits; a model that is surer of
+    # every half than of the whole must not cut it either.
+    points, stroke = NOT_DIGIT_ROWS[row]
+    for look in (Look(size=(480, 200)), Look(size=(600, 140), paper=(15, 15, 20), ink=(240,) * 3)):
+        image = stroke_photo(points, look, stroke=stroke)
+        assert len(_segments(image)) == 1, row
+        assert len(_segments(image, _sure_of_all_but_the_whole(0.1))) == 1, row
+
+
+def test_a_bar_beside_digits_stays_one_piece(predictor: Predictor) -> None:
+    # A long dash after a number: the digits are read, the dash is one piece at most.
+    glyphs = [pen_glyph(d, 0.09, seed=d) for d in (4, 7)]
+    dash = np.zeros((40, 400), np.float32)
+    dash[16:24, :] = 1.0
+    image = number_photo([*glyphs, dash], Look(size=(900, 200), digit_height=0.6), gap=0.3)
+    found = _segments(image, predictor.predict_arrays)
+    assert 2 <= len(found) <= 3
+    assert len(_segments(image)) <= 3

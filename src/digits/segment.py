@@ -7,7 +7,12 @@ faintest columns. Touching digits that are not that wide (a 1 against its neighb
 whose strokes cross) have no such valley; when a model is at hand (`digits read`), each piece is
 also tried cut in two, and the cut is kept where the model is clearly surer of both halves than
 of the whole. Each digit then goes through the same normalisation as a single image.
-NumPy and Pillow only, like the rest of the prediction path.
+
+A group that cannot be touching digits is never cut: one straight stroke (a bar, a dash, a long
+line: its stroke is as wide as the group is across), or a group wider than more than
+MAX_TOUCHING digits side by side (a scribble, a wavy line). It stays one piece, for the model
+to take or refuse as a whole: cut at its faintest columns, a bar became two dozen "digits".
+NumPy, Pillow and OpenCV only, like the rest of the prediction path.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import cv2
 import numpy as np
 
 from digits.answers import NOT_A_DIGIT, NOT_SURE_THRESHOLD, answer_kind, judge
@@ -41,6 +47,8 @@ SURE_WIDE = 1.6  # a group wider than this × the line's height is cut even with
 FRAGMENT = 0.45  # groups shorter than this × the line's height are pieces of a digit
 REACH = 0.5  # ...and join a digit closer than this × the line's height
 DIGIT_ASPECT = 0.8  # typical width / height of one handwritten digit, to count touching ones
+MAX_TOUCHING = 4  # a group wider than this many digits side by side is not touching digits
+ONE_STROKE = 0.45  # a group whose stroke is this share of its rotated narrow side is one stroke
 # Model-verified cuts: a piece at least TRY_SPLIT × the line's height wide is tried cut in two at
 # each of the CANDIDATES faintest local minima of its ink profile; a cut is kept when both halves
 # span PART_HEIGHT of the line's height and the model's confidence in the less sure half beats
@@ -146,6 +154,34 @@ def _group_strength(ink: Ink, group: list[Component]) -> tuple[np.ndarray, int, 
     bottom, right = max(c.bottom for c in group), max(c.right for c in group)
     wanted = np.isin(ink.labels[top:bottom, left:right], [c.label for c in group])
     return ink.strength[top:bottom, left:right] * dilate(wanted), top, left
+
+
+def _stroke_width(mask: np.ndarray) -> float:
+    """Mean stroke width of a binary shape: twice its area over its boundary length."""
+    area = cv2.countNonZero(mask)
+    cross = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
+    interior = cv2.erode(mask, cross, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    return 2.0 * area / max(area - cv2.countNonZero(interior), 1)
+
+
+def is_one_stroke(strength: np.ndarray) -> bool:
+    """Whether a group's ink is a single straight stroke (a bar, a dash, a long line, at any
+    slant): its stroke is about as wide as the group's narrow side, measured across the
+    smallest rotated rectangle around it. Digits side by side stand several strokes tall."""
+    mask = (strength >= 0.5).astype(np.uint8)
+    points = cv2.findNonZero(mask)
+    if points is None:
+        return False
+    _, sides, _ = cv2.minAreaRect(points)
+    return _stroke_width(mask) >= ONE_STROKE * (min(sides) + 1.0)
+
+
+def can_be_touching_digits(strength: np.ndarray, line_height: int) -> bool:
+    """Whether a group may be several digits to cut apart: not one straight stroke, and no
+    wider than MAX_TOUCHING digits of the line's height side by side."""
+    if strength.shape[1] > MAX_TOUCHING * DIGIT_ASPECT * line_height:
+        return False  # a scribble or a wavy line: touching digits do not run that long
+    return strength.shape[1] <= WIDE * line_height or not is_one_stroke(strength)
 
 
 def _cuts(strength: np.ndarray, line_height: int) -> list[int]:
@@ -258,13 +294,17 @@ def segment(
     line_height = max(_height(g) for g in groups)
     for group in groups:
         strength, top, left = _group_strength(ink, group)
-        edges = [0, *_cuts(strength, line_height), strength.shape[1]]
-        if classify is not None:
-            edges = [
-                edge
-                for start, stop in itertools.pairwise(edges)
-                for edge in _verified_edges(strength, start, stop, line_height, classify)[:-1]
-            ] + [edges[-1]]
+        # A bar or a scribble stays one piece: cut neither at its faintest columns nor where
+        # a model is surer of its parts (it is surer of anything than of a scribble).
+        edges = [0, strength.shape[1]]
+        if can_be_touching_digits(strength, line_height):
+            edges = [0, *_cuts(strength, line_height), strength.shape[1]]
+            if classify is not None:
+                edges = [
+                    edge
+                    for start, stop in itertools.pairwise(edges)
+                    for edge in _verified_edges(strength, start, stop, line_height, classify)[:-1]
+                ] + [edges[-1]]
         for start, stop in itertools.pairwise(edges):
             found = _piece(strength, start, stop)
             if found is None:
