@@ -8,20 +8,21 @@ to go through the same steps or the model guesses. `preprocess` does, for any im
    flatten transparency onto white, convert to grey at a bounded working size: large images
    shrunk, small ones (8×8 and up) enlarged so that their strokes are several pixels wide;
 2. tell paper from ink: split a coarse copy into two levels (after removing a lighting
-   gradient); the paper is the level covering most of the frame, or, when neither does (a
-   tight crop that the digit fills), the one along the frame's border; then subtract a smooth
-   background fitted to the paper alone (a quadratic, which absorbs uneven lighting) and turn
-   the ink bright on dark;
-3. threshold half-way to the ink level to locate the ink; take out printed lines (a box,
-   ruled or squared paper), what lies along the frame's edge as a band (the table or a shadow
-   around the paper) and specks of noise; no ink → a result with `pixels=None` and the reason,
-   never a guessed digit;
+   gradient); the paper is the level covering most of the frame, or, in a tight crop that a
+   thick digit fills, the level its strokes cut into more pieces (or the one along the
+   border); then subtract a background fitted to the paper alone (one level where the paper
+   is even, else a quadratic, which absorbs uneven lighting) and turn the ink bright on dark;
+3. threshold half-way to the ink level (a quarter for hairlines) to locate the ink; take out
+   printed lines (a box, ruled or squared paper), what lies along the frame's edge as a band
+   (the table or a shadow around the paper) and specks of noise; no ink → a result with
+   `pixels=None` and the reason, never a guessed digit;
 4. crop to the ink, bring the stroke width to what MNIST strokes measure, resize the longer
    side to 20 px with anti-aliasing;
 5. place in 28×28 with the centre of mass at MNIST's (14, 14).
 
 Pillow decodes; the pixel work is NumPy and OpenCV (resizing, blurs, morphology, components,
 moments: each one C call where NumPy needs several passes). No torch: this is the prediction path.
+docs/design.md, "Preprocessing", says why each step is built as it is.
 """
 
 from __future__ import annotations
@@ -119,7 +120,8 @@ class Ink:
     """Where the ink is, at working resolution: what both single digits and `read` start from."""
 
     strength: np.ndarray
-    """float32 in [0, 1]: ink, relative to the ink level, with the background at 0."""
+    """float32 in [0, 1]: ink relative to the ink level, the background at 0 and 0.5 where the
+    mask's edge lies (half-way up the strokes; lower for hairlines)."""
     labels: np.ndarray
     """Connected-component labels of the located ink (0 = none)."""
     components: list[Component]
@@ -197,17 +199,22 @@ def _flatten_alpha(rgba: np.ndarray) -> np.ndarray:
     return 255 - cv2.multiply(255 - grey, alpha, scale=1.0 / 255.0)
 
 
-def _working(grey: np.ndarray) -> np.ndarray:
-    """Grey (uint8 or float32) → float32 at working size: shrunk by a whole factor to at most
-    WORK_SIDE, or enlarged by one to at least SMALL_SIDE."""
+def _working(grey: np.ndarray) -> tuple[np.ndarray, float]:
+    """Grey (uint8 or float32) → float32 at working size, shrunk by a whole factor to at most
+    WORK_SIDE or enlarged by one to at least SMALL_SIDE; and the given pixels per working
+    pixel."""
     height, width = grey.shape
     longer = max(height, width)
     if longer > WORK_SIDE:
-        # Whole-number box averaging: anti-aliased, and OpenCV's fastest resize.
-        factor = -(-longer // WORK_SIDE)
-        size = (max(1, round(width / factor)), max(1, round(height / factor)))
-        grey = cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
-    elif longer < SMALL_SIDE:
+        # Whole-number box averaging, of the image trimmed to a multiple of the factor (the
+        # last few rows and columns): anti-aliased, and OpenCV's fastest resize by far.
+        factor = min(-(-longer // WORK_SIDE), min(height, width))
+        rows, cols = height // factor, width // factor
+        trimmed = grey[: rows * factor, : cols * factor]
+        return cv2.resize(trimmed, (cols, rows), interpolation=cv2.INTER_AREA).astype(
+            np.float32, copy=False
+        ), float(factor)
+    if longer < SMALL_SIDE:
         # Bilinear: a tiny scan's levels become smooth strokes several pixels wide, which the
         # threshold follows; nearest-neighbour would keep the staircase of its pixels.
         factor = -(-SMALL_SIDE // longer)
@@ -216,11 +223,13 @@ def _working(grey: np.ndarray) -> np.ndarray:
             (width * factor, height * factor),
             interpolation=cv2.INTER_LINEAR,
         )
-    return grey.astype(np.float32, copy=False)
+        return grey, 1.0 / factor
+    return grey.astype(np.float32, copy=False), 1.0
 
 
-def _grey(image: Image.Image) -> np.ndarray:
-    """float32 grey 0..255 at working size, transparency flattened onto white."""
+def _grey(image: Image.Image) -> tuple[np.ndarray, float]:
+    """float32 grey 0..255 at working size, transparency flattened onto white; and the
+    image's pixels per working pixel."""
     if image.getexif().get(ORIENTATION, 1) != 1:
         # Only then: without a rotation to apply, Pillow would still copy the whole image.
         image = ImageOps.exif_transpose(image) or image
@@ -240,7 +249,7 @@ def _grey(image: Image.Image) -> np.ndarray:
     return _working(np.asarray(image if image.mode == "L" else image.convert("L")))
 
 
-def _array_grey(array: np.ndarray, name: str) -> np.ndarray:
+def _array_grey(array: np.ndarray, name: str) -> tuple[np.ndarray, float]:
     values = np.asarray(array)
     if values.ndim == 3 and values.shape[2] in (3, 4):
         scaled = values * 255.0 if values.dtype.kind == "f" and values.max() <= 1.0 else values
@@ -263,19 +272,18 @@ def load_grey(source: Source, name: str | None = None) -> tuple[np.ndarray, floa
     name = name or describe_source(source)
     if isinstance(source, np.ndarray):
         _check_size(source.shape[1] if source.ndim > 1 else 1, source.shape[0], name)
-        original = max(source.shape[:2]) if source.ndim >= 2 else 1
-        grey = _array_grey(source, name)
+        return _array_grey(source, name)
+    if isinstance(source, Image.Image):
+        _check_size(source.width, source.height, name)
+        image, original = source, max(source.size)
+    elif isinstance(source, str | Path | bytes):
+        image, original = _open(source, name)
     else:
-        if isinstance(source, Image.Image):
-            _check_size(source.width, source.height, name)
-            image, original = source, max(source.size)
-        elif isinstance(source, str | Path | bytes):
-            image, original = _open(source, name)
-        else:
-            raise ImageError(f"{name}: unsupported input type {type(source).__name__}")
-        # EXIF rotation swaps the sides, not the longer one, so the scale holds either way.
-        grey = _grey(image)
-    return grey, original / max(grey.shape)
+        raise ImageError(f"{name}: unsupported input type {type(source).__name__}")
+    # EXIF rotation swaps the sides, not the longer one, so the scale holds either way; a JPEG
+    # decoded at reduced scale (draft) has fewer pixels than the file says.
+    grey, per = _grey(image)
+    return grey, per * original / max(image.size)
 
 
 def _sample(values: np.ndarray, limit: int = 2048) -> np.ndarray:
@@ -479,14 +487,15 @@ def _significant(mask: np.ndarray) -> np.ndarray:
 
 def _printed_lines(mask: np.ndarray) -> list[Line]:
     """Printed lines in the mask (a box around the digit, ruled or squared paper): straight
-    thin lines across most of the image that run past the rest of the ink at both ends. One
-    lone vertical line is left alone: it may be a 1."""
+    thin lines across most of the image that run past the rest of the ink at both ends. A
+    line alone, with no other ink, is left: one stroke across the image may be a 1, or a
+    dash that is not a digit, but it is not paper; ruled paper has several."""
     lines = find_lines(mask)
     if not lines:
         return []
     pixels = [line_pixels(mask, line) for line in lines]
     rest = _significant(mask & ~np.logical_or.reduce(pixels))
-    if not rest.any() and len(lines) == 1 and not lines[0].horizontal:
+    if not rest.any() and len(lines) == 1:
         return []
     return [line for line in lines if reaches_past(line, rest)]
 
@@ -640,6 +649,7 @@ def _tight(mask: np.ndarray) -> np.ndarray:
     return mask[top : top + height, left : left + width]
 
 
+@functools.lru_cache(maxsize=16)
 def _pen(size: int) -> np.ndarray:
     """A round pen tip `size` pixels across (odd), for growing or thinning strokes."""
     return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
