@@ -13,9 +13,16 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from typer.testing import CliRunner
 
+from digits.cli import app
 from digits.data import DigitData
+from digits.ensemble import build_ensemble
+from digits.finish import train_or_reuse
+from digits.run import open_for_training, read_config, remove_stale_temporaries, run_state
 from digits.train import RunError, TrainConfig, fit, load_model, read_history, read_metrics
+
+runner = CliRunner()
 
 
 def _config(**overrides: object) -> TrainConfig:
@@ -120,7 +127,7 @@ def test_killed_process_resumes_from_its_last_epoch(tmp_path: Path, small_npz: P
     done_before = len(read_history(run))
     assert done_before < 40
     resumed = subprocess.run(
-        [*command[:6], "--epochs", "4", *command[8:], "--resume"],
+        [*command[:6], "--epochs", str(max(done_before, 4)), *command[8:], "--resume"],
         capture_output=True,
         text=True,
         check=False,
@@ -178,3 +185,104 @@ def test_invalid_configs(field: str, value: object, message: str) -> None:
 def test_unknown_config_key() -> None:
     with pytest.raises(ValueError, match="unknown training config keys: colour"):
         TrainConfig.from_dict({"model": "cnn", "colour": "red"})
+
+
+def test_cli_resume_continues_the_stored_config_bit_for_bit(tmp_path: Path) -> None:
+    """Resumed with only --model and --out, a onecycle run ends as if never stopped."""
+    options = ["--epochs", "3", "--schedule", "onecycle", "--lr", "0.004", "--limit", "3000"]
+    config = TrainConfig(
+        model="cnn", epochs=3, schedule="onecycle", lr=0.004, limit=3000, val_split=0.0
+    )
+    straight = fit(config, tmp_path / "straight")
+    stopped = fit(config, tmp_path / "stopped", stop_after_epoch=1)
+    assert run_state(stopped) == "training"
+    refused = runner.invoke(app, ["train", "--out", str(stopped), "--resume", "--lr", "0.01"])
+    assert refused.exit_code == 1
+    assert "--lr 0.01 contradicts the stored config (lr 0.004)" in refused.output
+    assert len(refused.output.strip().splitlines()) == 1
+    longer = runner.invoke(app, ["train", "--out", str(stopped), "--resume", "--epochs", "5"])
+    assert longer.exit_code == 1 and "onecycle schedule" in longer.output
+    resumed = runner.invoke(
+        app, ["train", "--model", "cnn", "--out", str(stopped), "--resume", "--quiet"]
+    )
+    assert resumed.exit_code == 0, resumed.output
+    assert read_config(stopped) == config
+    assert _same_weights(straight, stopped)
+    assert run_state(stopped) == "finished"
+    # Without --resume, a finished run is never trained over.
+    again = runner.invoke(app, ["train", "--model", "cnn", *options, "--out", str(stopped)])
+    assert again.exit_code == 1 and "already holds a run" in again.output
+
+
+def test_failed_train_leaves_no_directory_in_the_way(
+    tmp_path: Path, small_mnist: DigitData
+) -> None:
+    out = tmp_path / "run"
+    failed = runner.invoke(
+        app, ["train", "--model", "ann", "--data", str(tmp_path / "missing.npz"), "--out", str(out)]
+    )
+    assert failed.exit_code == 1
+    assert not out.exists()
+    # A directory created but never trained (a run killed while loading its data) is reused.
+    open_for_training(out, _config(model="cnn"), resume=False)
+    assert run_state(out) == "created"
+    run = fit(_config(model="ann", epochs=1), out, data=small_mnist)
+    assert read_config(run).model == "ann" and run_state(run) == "finished"
+
+
+def test_unfinished_runs_are_refused_or_finished(tmp_path: Path, small_mnist: DigitData) -> None:
+    stopped = fit(_config(model="ann"), tmp_path / "stopped", data=small_mnist, stop_after_epoch=1)
+    result = runner.invoke(app, ["evaluate", str(stopped)])
+    assert result.exit_code == 1
+    assert "training has not finished" in result.output and "--resume" in result.output
+    # A run killed between metrics.json and model.onnx: not finished, for ensemble and compare.
+    config = _config(model="ann", epochs=1)
+    run = fit(config, tmp_path / "killed", data=small_mnist)
+    (run / "model.onnx").unlink()
+    (run / "finished.json").unlink()
+    assert (run / "metrics.json").exists() and run_state(run) == "training"
+    with pytest.raises(RunError, match="training has not finished"):
+        build_ensemble([run], tmp_path / "ensemble", data=small_mnist)
+    assert train_or_reuse(config, run, data=small_mnist) == run
+    assert (run / "model.onnx").exists() and run_state(run) == "finished"
+
+
+def test_damaged_files_are_named(tmp_path: Path, small_mnist: DigitData) -> None:
+    run = fit(_config(model="ann", epochs=1), tmp_path / "run", data=small_mnist)
+    weights = run / "model.safetensors"
+    assert weights.stat().st_mode & 0o777 == 0o644
+    assert not list(run.glob(".*.tmp"))
+    weights.write_bytes(weights.read_bytes()[:5000])
+    with pytest.raises(RunError, match="model.safetensors: not a readable safetensors file"):
+        load_model(run)
+    result = runner.invoke(app, ["evaluate", str(run)])
+    assert result.exit_code == 1
+    assert "model.safetensors" in result.output and "Traceback" not in result.output
+    (run / "metrics.json").write_text('{"model": "ann",\n')
+    with pytest.raises(RunError, match="metrics.json: not valid JSON"):
+        read_metrics(run)
+    (run / "config.json").write_text("{")
+    with pytest.raises(RunError, match="config.json: not valid JSON"):
+        read_config(run)
+
+
+def test_stale_temporary_files_are_removed_on_reopening(
+    tmp_path: Path, small_mnist: DigitData
+) -> None:
+    config = _config(model="ann")
+    run = fit(config, tmp_path / "run", data=small_mnist, stop_after_epoch=1)
+    stale = run / ".model.safetensors.abc123.tmp"
+    stale.write_bytes(b"half a file")
+    fit(config, run, data=small_mnist, resume=True)
+    assert not stale.exists()
+    assert remove_stale_temporaries(run) == []
+
+
+def test_the_training_loop_imports_nothing_above_it() -> None:
+    code = (
+        "import sys, digits.train; "
+        "print(sorted(m for m in sys.modules if m in {'digits.export', 'digits.evaluate', "
+        "'digits.ensemble', 'digits.calibration', 'digits.finish', 'digits.compare'}))"
+    )
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert found.stdout.strip() == "[]"

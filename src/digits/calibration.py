@@ -10,9 +10,9 @@ The temperature is fitted on data the model did not train on: the validation spl
 has one. A run trained on all its images (`speed`, the `-long` recipes) has none; it is fitted
 instead on views it never saw: 10 000 of its training images, each randomly rotated, scaled and
 shifted (`held_out_views`, up to 5° and 5 %). A digit turned by a few degrees is still that
-digit, but not the image the network fitted, so its confidence there behaves as on new images (docs/results.md,
-"Calibration", has the test ECE of each way). A model with the eleventh class "not a digit" is
-calibrated on its ten digit logits: what it says once it has said "a digit".
+digit, but not the image the network fitted, so its confidence there behaves as on new images
+(docs/results.md, "Calibration", has the test ECE of each way). A model with the eleventh class
+"not a digit" is calibrated on its ten digit logits: what it says once it has said "a digit".
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ def calibration_report(logits: np.ndarray, labels: np.ndarray, temperature: floa
 def _digit_logits(model: Any, images: Any) -> np.ndarray:
     """The ten digit logits for uint8 N×28×28 arrays or float N×1×28×28 tensors, as NumPy
     (a model with the "not a digit" class has an eleventh, left out here)."""
-    from digits.train import predict_logits, to_tensor
+    from digits.run import predict_logits, to_tensor
 
     tensor = to_tensor(images) if isinstance(images, np.ndarray) else images
     return predict_logits(model, tensor).double().numpy()[:, :10]
@@ -134,7 +134,7 @@ def calibrate_run(
 
     `images`/`labels` are the validation split, or `held_out_views` (then `source` says so).
     """
-    from digits.train import METRICS_FILE, load_model
+    from digits.run import METRICS_FILE, load_model, read_json
 
     run_dir = Path(run_dir)
     labels = np.asarray(labels).astype(np.int64)
@@ -151,7 +151,7 @@ def calibrate_run(
         },
     }
     path = run_dir / METRICS_FILE
-    metrics = json.loads(path.read_text())
+    metrics = read_json(path)
     metrics["calibration"] = calibration
     atomic_write_text(path, json.dumps(metrics, indent=2))
     return calibration
@@ -160,7 +160,7 @@ def calibrate_run(
 def calibrate_held_out_views(run_dir: str | Path, images: Any, labels: Any) -> dict[str, Any]:
     """Calibrate a run that has no validation split on `held_out_views` of its training images
     (uint8 N×28×28 arrays or float N×1×28×28 tensors)."""
-    from digits.train import to_tensor
+    from digits.run import to_tensor
 
     tensor = to_tensor(images) if isinstance(images, np.ndarray) else images
     views, view_labels = held_out_views(tensor, labels)
@@ -173,9 +173,11 @@ def calibrate_held_out_views(run_dir: str | Path, images: Any, labels: Any) -> d
 
 def run_temperature(run_dir: str | Path) -> tuple[float, str]:
     """The temperature recorded for a run, and where it came from (1 when none was fitted)."""
-    path = Path(run_dir) / "metrics.json"
+    from digits.run import METRICS_FILE, read_json
+
+    path = Path(run_dir) / METRICS_FILE
     if path.exists():
-        calibration = json.loads(path.read_text()).get("calibration")
+        calibration = read_json(path).get("calibration")
         if calibration:
             return float(calibration["temperature"]), str(calibration["source"])
     return 1.0, "none: the run records no calibration, so the temperature stays 1"

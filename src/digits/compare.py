@@ -22,17 +22,11 @@ import numpy as np
 from torch import nn
 
 from digits.atomic import atomic_write_bytes, atomic_write_text
+from digits.config import TrainConfig
 from digits.data import DigitData
+from digits.finish import train_or_reuse
 from digits.models import REGISTRY
-from digits.train import (
-    TrainConfig,
-    load_data,
-    load_model,
-    predict_logits,
-    read_metrics,
-    to_tensor,
-    train_or_reuse,
-)
+from digits.run import load_data, load_model, predict_logits, read_metrics, to_tensor
 
 TABLE_FILES = ("comparison.md", "comparison.csv", "comparison.json", "comparison.png")
 

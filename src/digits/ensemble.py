@@ -5,16 +5,15 @@ An ensemble directory holds copies of its members' weights, so it stands alone:
   members/*.safetensors  each member's weights (with the metadata that rebuilds its model)
   metrics.json           test metrics of the averaged prediction, like a run's
   model.onnx             the averaged model exported for ONNX Runtime, like a run's
+  finished.json          written last, like a run's
 
-`digits.train.load_model(DIR)` returns a `SoftmaxAverage` for it: a module whose output is the log
+`digits.run.load_model(DIR)` returns a `SoftmaxAverage` for it: a module whose output is the log
 of the averaged probabilities, so softmax of its output is exactly that average, and evaluation,
 ONNX export, calibration and serving treat an ensemble like any other run.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import shutil
 from collections import Counter
 from collections.abc import Sequence
@@ -22,64 +21,45 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import nn
-
-from digits.atomic import atomic_write_text
+from digits.config import TrainConfig
 from digits.data import DigitData, load_dataset, load_mnist
+from digits.finish import train_or_reuse
 from digits.models import count_parameters
-from digits.train import (
+from digits.run import (
     CONFIG_FILE,
+    ENSEMBLE_FILE,
+    FINISHED_FILE,
+    MEMBERS_DIR,
     METRICS_FILE,
     WEIGHTS_FILE,
     RunError,
-    TrainConfig,
-    load_weights,
+    SoftmaxAverage,
+    is_ensemble,
+    load_ensemble,
+    mark_finished,
+    read_json,
     read_metrics,
-    train_or_reuse,
+    run_state,
+    unfinished_message,
+    write_json,
 )
 
-ENSEMBLE_FILE = "ensemble.json"
-MEMBERS_DIR = "members"
-
-
-class SoftmaxAverage(nn.Module):
-    """log(mean_i softmax(member_i(x))): its softmax is the members' averaged probabilities."""
-
-    def __init__(self, members: Sequence[nn.Module]) -> None:
-        super().__init__()
-        if not members:
-            raise ValueError("an ensemble needs at least one member")
-        self.members = nn.ModuleList(members)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        # log-sum-exp of log-probabilities: the log of the summed probabilities without underflow.
-        log_probs = torch.stack([torch.log_softmax(m(images).float(), 1) for m in self.members])
-        return torch.logsumexp(log_probs, dim=0) - math.log(len(self.members))
-
-
-def is_ensemble(run_dir: str | Path) -> bool:
-    return (Path(run_dir) / ENSEMBLE_FILE).exists()
-
-
-def load_ensemble(run_dir: str | Path) -> SoftmaxAverage:
-    """The averaged model of an ensemble directory, in eval mode."""
-    run_dir = Path(run_dir)
-    path = run_dir / ENSEMBLE_FILE
-    try:
-        members = json.loads(path.read_text())["members"]
-        files = [run_dir / member["file"] for member in members]
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise RunError(f"{path}: not a valid ensemble description ({exc})") from None
-    missing = [str(file) for file in files if not file.exists()]
-    if missing:
-        raise RunError(f"{path}: member weights missing: {', '.join(missing)}")
-    return SoftmaxAverage([load_weights(file) for file in files]).eval()
+__all__ = [
+    "ENSEMBLE_FILE",
+    "MEMBERS_DIR",
+    "SoftmaxAverage",
+    "build_ensemble",
+    "is_ensemble",
+    "load_ensemble",
+    "member_configs",
+    "member_dir_name",
+    "train_ensemble",
+]
 
 
 def _member_config(run_dir: Path) -> dict[str, Any]:
     path = run_dir / CONFIG_FILE
-    return json.loads(path.read_text()) if path.exists() else {}
+    return read_json(path) if path.exists() else {}
 
 
 def _class_count(run_dir: Path) -> int:
@@ -134,17 +114,16 @@ def build_ensemble(
             raise RunError(f"{run}: is an ensemble itself; give the runs it was built from")
         if not (run / WEIGHTS_FILE).exists():
             raise RunError(f"{run}: no {WEIGHTS_FILE} (not a trained run directory)")
-        if (run / CONFIG_FILE).exists() and not (run / METRICS_FILE).exists():
-            # Its weights are those of the best epoch so far, not of the finished run.
-            raise RunError(
-                f"{run}: training has not finished (no {METRICS_FILE}); "
-                f"finish it with `digits train --resume --out {run}`"
-            )
+        if (run / CONFIG_FILE).exists() and run_state(run) != "finished":
+            # Its weights may be those of the best epoch so far, its temperature not yet fitted.
+            raise RunError(unfinished_message(run))
     if (out_dir / CONFIG_FILE).exists():
         raise RunError(f"{out_dir} holds a training run; choose another --out for the ensemble")
     if is_ensemble(out_dir) and not overwrite:
         raise RunError(f"{out_dir} already holds an ensemble; choose another --out")
 
+    # Rebuilt over an old ensemble: unfinished until its new files are all written.
+    (out_dir / FINISHED_FILE).unlink(missing_ok=True)
     (out_dir / MEMBERS_DIR).mkdir(parents=True, exist_ok=True)
     members = []
     for index, run in enumerate(run_dirs):
@@ -162,7 +141,7 @@ def build_ensemble(
                 "test_accuracy": test.get("accuracy"),
             }
         )
-    atomic_write_text(out_dir / ENSEMBLE_FILE, json.dumps({"members": members}, indent=2))
+    write_json(out_dir / ENSEMBLE_FILE, {"members": members})
 
     model = load_ensemble(out_dir)
     data = _test_data(run_dirs) if data is None else data
@@ -180,7 +159,7 @@ def build_ensemble(
     }
     if data.x_test is not None and data.y_test is not None:
         metrics["test"] = evaluate_model(model, data.x_test, data.y_test).to_dict()
-    atomic_write_text(out_dir / METRICS_FILE, json.dumps(metrics, indent=2))
+    write_json(out_dir / METRICS_FILE, metrics)
     # Like a finished training run: calibrated, then model.onnx for the torch-free predictor and
     # the server. Members trained on different validation splits (one per seed) or on none, so
     # no image is held out from all of them: the temperature is fitted on held-out views.
@@ -189,6 +168,7 @@ def build_ensemble(
 
     calibrate_held_out_views(out_dir, data.x_train, data.y_train)
     export_run(out_dir)
+    mark_finished(out_dir)
     return out_dir
 
 

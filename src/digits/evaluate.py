@@ -85,7 +85,7 @@ def model_probabilities(model: Any, images: np.ndarray) -> np.ndarray:
     """Softmax outputs of a torch model for uint8 N×28×28 images."""
     import torch
 
-    from digits.train import predict_logits, to_tensor
+    from digits.run import predict_logits, to_tensor
 
     logits = predict_logits(model, to_tensor(images))
     return torch.softmax(logits, dim=1).numpy()

@@ -116,7 +116,7 @@ def explain(
     import torch
 
     from digits.calibration import run_temperature
-    from digits.train import load_model
+    from digits.run import load_model
 
     run_dir = _torch_run_dir(model)
     name = name or describe_source(source)

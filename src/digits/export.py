@@ -157,7 +157,7 @@ def check_parity(model_bytes: bytes, wrapped: _WithProbabilities, images: np.nda
     batch 1 and all at once."""
     import onnxruntime as ort
 
-    from digits.train import to_tensor
+    from digits.run import to_tensor
 
     session = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
     inputs = to_tensor(images)
@@ -224,12 +224,12 @@ def export_model(
 def run_metadata(run_dir: Path) -> dict[str, str]:
     """What the run directory says about its model, as ONNX metadata strings."""
     from digits.models import count_parameters
-    from digits.train import load_model
+    from digits.run import CONFIG_FILE, METRICS_FILE, load_model, read_json
 
-    metrics_path = run_dir / "metrics.json"
-    metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
-    config_path = run_dir / "config.json"
-    config = json.loads(config_path.read_text()) if config_path.exists() else {}
+    metrics_path = run_dir / METRICS_FILE
+    metrics = read_json(metrics_path) if metrics_path.exists() else {}
+    config_path = run_dir / CONFIG_FILE
+    config = read_json(config_path) if config_path.exists() else {}
     test = metrics.get("test") or {}
     temperature, source = run_temperature(run_dir)
     return {
@@ -246,7 +246,7 @@ def run_metadata(run_dir: Path) -> dict[str, str]:
 
 def export_run(run_dir: str | Path, out: str | Path | None = None) -> ExportResult:
     """Export a run directory's model (best epoch) to `out` (default RUN/model.onnx)."""
-    from digits.train import load_model
+    from digits.run import load_model
 
     run_dir = Path(run_dir)
     if run_dir.suffix == ".onnx" and run_dir.is_file():

@@ -1,13 +1,8 @@
-"""Training: `fit(config, out_dir)` trains a registered model and writes a run directory.
+"""Training: `train_run(config, out_dir)` is the loop that trains a registered model into a run
+directory (digits.run): config, history, the best epoch's weights, a checkpoint per epoch.
 
-A run directory holds everything needed to rebuild, evaluate and resume the model:
-  config.json        the TrainConfig, as given
-  history.csv        one row per epoch (loss, accuracy, validation, learning rate, speed)
-  model.safetensors  the best epoch's weights; metadata carries the model name and arguments
-  checkpoint.pt      the last completed epoch (weights, optimizer, schedule), for --resume
-  metrics.json       the outcome: best epoch, validation and test metrics, time, parameters,
-                     calibration (temperature fitted on the validation split)
-  model.onnx         the best epoch exported for ONNX Runtime (see digits.export)
+Finishing the run (test metrics, calibration, model.onnx, the finished marker) is a floor up, in
+digits.finish; `fit` here is kept as the one call that does both, for library users.
 
 The whole data set lives in memory as one tensor and batches are gathered by index, so there is no
 per-sample Python on the hot path. Each epoch reseeds from (seed, epoch): a run resumed after a kill
@@ -16,159 +11,82 @@ continues exactly as if it had never stopped.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 
-from digits.atomic import atomic_write_bytes, atomic_write_text
 from digits.augment import AugmentConfig, augment_batch
-from digits.data import DigitData, load_dataset, load_mnist, stratified_split
+from digits.config import OPTIMIZERS, PRECISIONS, SCHEDULES, EpochRecord, TrainConfig
+from digits.data import DigitData
 from digits.ema import WeightAverage
-from digits.models import REGISTRY, count_parameters, create_model
+from digits.models import create_model
 
-OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
-SCHEDULES = ("constant", "onecycle", "cosine", "exponential")
-PRECISIONS = ("auto", "fp32", "bf16")
-WEIGHTS_FILE = "model.safetensors"
-CHECKPOINT_FILE = "checkpoint.pt"
-CONFIG_FILE = "config.json"
-HISTORY_FILE = "history.csv"
-METRICS_FILE = "metrics.json"
+# Names that callers of this module have always found here; they live one floor down now.
+from digits.run import (
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    HISTORY_FILE,
+    METRICS_FILE,
+    WEIGHTS_FILE,
+    RunError,
+    load_checkpoint,
+    load_data,
+    load_model,
+    load_weights,
+    open_for_training,
+    predict_logits,
+    read_history,
+    read_metrics,
+    save_checkpoint,
+    save_weights,
+    split_data,
+    to_tensor,
+    use_bf16,
+    write_history,
+)
 
-
-class RunError(RuntimeError):
-    """A run directory that cannot be used as asked (missing, already trained, incompatible)."""
-
-
-@dataclass
-class TrainConfig:
-    """Everything that decides a training run; saved as config.json in the run directory."""
-
-    model: str
-    """Registered model name (see `digits models`)."""
-    model_args: dict[str, Any] = field(default_factory=dict)
-    """Keyword arguments for the model factory (widths, dropout)."""
-    epochs: int = 10
-    """Maximum number of passes over the training split."""
-    batch_size: int = 128
-    """Images per optimizer step."""
-    lr: float = 1e-3
-    """Peak learning rate."""
-    optimizer: str = "adam"
-    """One of OPTIMIZERS."""
-    weight_decay: float = 0.0
-    """L2 penalty (decoupled for adamw)."""
-    schedule: str = "constant"
-    """Learning-rate schedule, one of SCHEDULES; stepped per batch."""
-    label_smoothing: float = 0.0
-    """Cross-entropy label smoothing."""
-    augment: dict[str, float] | None = None
-    """Random distortion strengths of training batches (`digits.augment.AugmentConfig` fields:
-    rotation, zoom, shift, shear, elastic, elastic_sigma); None trains on the images as they are."""
-    ema_decay: float | None = None
-    """Keep an exponential moving average of the weights with this decay per step (e.g. 0.999);
-    validation, the kept checkpoint and the test metrics then use the averaged weights."""
-    seed: int = 0
-    """Seeds the split, the initial weights, the batch order and dropout."""
-    val_split: float = 0.1
-    """Fraction of the training data held out (stratified) for validation; 0 disables it."""
-    patience: int = 0
-    """Stop after this many epochs without a better validation accuracy; 0 never stops early."""
-    precision: str = "auto"
-    """'bf16' trains under bfloat16 autocast (weights stay float32); 'auto' uses it when the CPU
-    has native bfloat16 instructions, where it is ~1.4x faster at equal accuracy."""
-    data: str | None = None
-    """A data file or IDX folder (see `digits.data.load_dataset`); None means MNIST."""
-    recipe: str | None = None
-    """Name of the recipe this config came from, for the record."""
-    limit: int | None = None
-    """Use only the first N training images (quick experiments and tests)."""
-    negatives: float = 0.0
-    """Generated non-digits (letters, symbols, shapes: `digits.data.negatives`) added to every
-    batch, as a share of its digits (0.1 = one for every ten), labelled as an eleventh class "not
-    a digit"; 0 trains a ten-class model on digits alone."""
-
-    def __post_init__(self) -> None:
-        problems = []
-        if self.model not in REGISTRY:
-            problems.append(f"unknown model {self.model!r} (choose from {', '.join(REGISTRY)})")
-        if self.epochs < 1:
-            problems.append(f"epochs must be >= 1, got {self.epochs}")
-        if self.batch_size < 1:
-            problems.append(f"batch_size must be >= 1, got {self.batch_size}")
-        if not self.lr > 0:
-            problems.append(f"lr must be > 0, got {self.lr}")
-        if self.optimizer not in OPTIMIZERS:
-            problems.append(f"optimizer {self.optimizer!r} is not one of {OPTIMIZERS}")
-        if self.schedule not in SCHEDULES:
-            problems.append(f"schedule {self.schedule!r} is not one of {SCHEDULES}")
-        if self.precision not in PRECISIONS:
-            problems.append(f"precision {self.precision!r} is not one of {PRECISIONS}")
-        if not 0.0 <= self.val_split < 1.0:
-            problems.append(f"val_split must be in [0, 1), got {self.val_split}")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            problems.append(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        if self.augment is not None:
-            try:
-                AugmentConfig.from_dict(self.augment)
-            except (TypeError, ValueError) as exc:
-                problems.append(str(exc))
-        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
-            problems.append(f"ema_decay must be in (0, 1), got {self.ema_decay}")
-        if self.patience < 0:
-            problems.append(f"patience must be >= 0, got {self.patience}")
-        if self.limit is not None and self.limit < 1:
-            problems.append(f"limit must be >= 1, got {self.limit}")
-        if not 0.0 <= self.negatives <= 1.0:
-            problems.append(f"negatives must be in [0, 1], got {self.negatives}")
-        if problems:
-            raise ValueError("invalid training config: " + "; ".join(problems))
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown training config keys: {', '.join(unknown)}")
-        return cls(**values)
-
-    def factory_args(self) -> dict[str, Any]:
-        """The model factory's arguments: `model_args`, plus the eleventh class with negatives."""
-        return {**self.model_args, "classes": 11} if self.negatives > 0 else dict(self.model_args)
+__all__ = [
+    "CHECKPOINT_FILE",
+    "CONFIG_FILE",
+    "HISTORY_FILE",
+    "METRICS_FILE",
+    "OPTIMIZERS",
+    "PRECISIONS",
+    "SCHEDULES",
+    "WEIGHTS_FILE",
+    "EpochRecord",
+    "RunError",
+    "TrainConfig",
+    "Trained",
+    "fit",
+    "load_data",
+    "load_model",
+    "load_weights",
+    "predict_logits",
+    "read_history",
+    "read_metrics",
+    "to_tensor",
+    "train_run",
+    "use_bf16",
+]
 
 
-@dataclass
-class EpochRecord:
-    epoch: int
-    train_loss: float
-    train_accuracy: float
-    val_loss: float | None
-    val_accuracy: float | None
-    lr: float
-    seconds: float
-    samples_per_s: float
+@dataclass(frozen=True)
+class Trained:
+    """What the loop leaves: the run directory, the config it trained (the stored one when
+    resumed), the data, and whether every epoch ran (False when stopped early on request)."""
 
-
-def use_bf16(precision: str) -> bool:
-    if precision == "auto":
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    return precision == "bf16"
-
-
-def to_tensor(images: np.ndarray) -> torch.Tensor:
-    """uint8 N×28×28 → float32 N×1×28×28 in [0, 1], the input every model expects."""
-    return torch.from_numpy(np.ascontiguousarray(images)).float().div_(255.0).unsqueeze(1)
+    run_dir: Path
+    config: TrainConfig
+    data: DigitData
+    complete: bool
 
 
 def _make_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
@@ -199,62 +117,10 @@ def _make_schedule(
     return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
 
 
-def predict_logits(
-    model: nn.Module, images: torch.Tensor, batch_size: int = 500, bf16: bool = False
-) -> torch.Tensor:
-    """Logits for a float image tensor, in batches, without gradients."""
-    model.eval()
-    outputs = []
-    with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=bf16):
-        for start in range(0, len(images), batch_size):
-            outputs.append(model(images[start : start + batch_size]).float())
-    return torch.cat(outputs) if outputs else torch.empty(0, 10)
-
-
 def _loss_and_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
     loss = nn.functional.cross_entropy(logits, labels).item()
     accuracy = (logits.argmax(1) == labels).float().mean().item()
     return loss, accuracy
-
-
-def load_data(config: TrainConfig) -> DigitData:
-    return load_mnist() if config.data is None else load_dataset(config.data)
-
-
-def save_weights(path: Path, model: nn.Module, config: TrainConfig) -> None:
-    """Weights as safetensors, with what rebuilds the model in the metadata (no pickle anywhere)."""
-    metadata = {"model": config.model, "model_args": json.dumps(config.factory_args())}
-    tensors = {name: value.detach().contiguous() for name, value in model.state_dict().items()}
-    buffer_path = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(buffer_path), metadata=metadata)
-    buffer_path.replace(path)
-
-
-def _write_history(path: Path, history: list[EpochRecord]) -> None:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=[f.name for f in fields(EpochRecord)])
-    writer.writeheader()
-    for record in history:
-        writer.writerow(asdict(record))
-    atomic_write_text(path, buffer.getvalue())
-
-
-def read_history(run_dir: Path) -> list[dict[str, float | None]]:
-    """history.csv as a list of rows, numbers parsed; empty cells become None."""
-    with (run_dir / HISTORY_FILE).open(newline="") as handle:
-        return [
-            {
-                key: (float(value) if value not in ("", "None") else None)
-                for key, value in row.items()
-            }
-            for row in csv.DictReader(handle)
-        ]
-
-
-def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
 
 
 ProgressFactory = Callable[[int, int], Any]
@@ -308,27 +174,7 @@ class _RichProgress:
         self.bar.update(self.task, advance=count, loss=loss, acc=accuracy, speed=samples_per_s)
 
 
-def _prepare_run_dir(out_dir: Path, config: TrainConfig, resume: bool) -> TrainConfig:
-    config_path = out_dir / CONFIG_FILE
-    if resume:
-        if not config_path.exists():
-            raise RunError(f"{out_dir}: nothing to resume (no {CONFIG_FILE})")
-        saved = TrainConfig.from_dict(json.loads(config_path.read_text()))
-        # Only the epoch budget may change on resume; everything else must stay as it was.
-        if config.epochs != saved.epochs:
-            saved.epochs = config.epochs
-            atomic_write_text(config_path, json.dumps(asdict(saved), indent=2))
-        return saved
-    if config_path.exists():
-        raise RunError(
-            f"{out_dir} already holds a run; pass --resume to continue it or --out for a new one"
-        )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(config_path, json.dumps(asdict(config), indent=2))
-    return config
-
-
-def fit(
+def train_run(
     config: TrainConfig,
     out_dir: str | Path,
     *,
@@ -337,24 +183,26 @@ def fit(
     data: DigitData | None = None,
     stop_after_epoch: int | None = None,
     on_epoch: Callable[[EpochRecord], None] | None = None,
-) -> Path:
-    """Train, keep the best epoch, evaluate on the test set if there is one; return the run dir.
+) -> Trained:
+    """Train into the run directory out_dir, keeping the best epoch: the loop, and nothing after.
 
-    `stop_after_epoch` ends the run after that epoch as a kill would (for tests of --resume).
-    `on_epoch` sees each epoch's record once it is saved; an exception it raises (a tuner's
-    pruning signal, say) ends training there and propagates to the caller.
+    The data is loaded before the directory is created, so data that fails to load leaves no run
+    behind. `stop_after_epoch` ends the run after that epoch as a kill would (for tests of
+    --resume). `on_epoch` sees each epoch's record once it is saved; an exception it raises (a
+    tuner's pruning signal, say) ends training there and propagates to the caller.
     """
     out_dir = Path(out_dir)
-    config = _prepare_run_dir(out_dir, config, resume)
-    data = load_data(config) if data is None else data
+    if resume:  # the stored config decides what data to load
+        config = open_for_training(out_dir, config, resume=True)
+        data = load_data(config) if data is None else data
+    else:
+        data = load_data(config) if data is None else data
+        config = open_for_training(out_dir, config, resume=False)
 
-    x_all, y_all = data.x_train, data.y_train
-    if config.limit is not None:
-        x_all, y_all = x_all[: config.limit], y_all[: config.limit]
-    train_idx, val_idx = stratified_split(y_all, config.val_split, config.seed)
-    x_train, y_train = to_tensor(x_all[train_idx]), torch.from_numpy(y_all[train_idx]).long()
-    x_val, y_val = to_tensor(x_all[val_idx]), torch.from_numpy(y_all[val_idx]).long()
-    has_val = len(val_idx) > 0
+    split = split_data(config, data)
+    x_train, y_train = to_tensor(split.x_train), torch.from_numpy(split.y_train).long()
+    x_val, y_val = to_tensor(split.x_val), torch.from_numpy(split.y_val).long()
+    has_val = len(y_val) > 0
 
     # Non-digits for the eleventh class, drawn once per machine and cached (digits.data.negatives).
     negatives = _negative_images() if config.negatives > 0 else None
@@ -375,9 +223,8 @@ def fit(
 
     history: list[EpochRecord] = []
     best_accuracy, best_epoch, stale_epochs, start_epoch = -1.0, 0, 0, 1
-    checkpoint_path = out_dir / CHECKPOINT_FILE
-    if resume and checkpoint_path.exists():
-        state = torch.load(checkpoint_path, weights_only=True)
+    state = load_checkpoint(out_dir) if resume else None
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
@@ -457,9 +304,9 @@ def fit(
                 stale_epochs += 1
             finished_early = config.patience > 0 and stale_epochs >= config.patience
 
-            _write_history(out_dir / HISTORY_FILE, history)
-            _save_checkpoint(
-                checkpoint_path,
+            write_history(out_dir, history)
+            save_checkpoint(
+                out_dir,
                 {
                     "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(),
@@ -475,14 +322,9 @@ def fit(
             if on_epoch is not None:
                 on_epoch(record)
             if stop_after_epoch is not None and epoch >= stop_after_epoch:
-                return out_dir
+                return Trained(out_dir, config, data, complete=False)
 
-    _write_metrics(out_dir, config, data, history, best_epoch, has_val, bf16)
-    # A temperature fitted on held-out data, then model.onnx for the torch-free predictor.
-    from digits.export import finish_run
-
-    finish_run(out_dir, x_val, y_val, x_train, y_train)
-    return out_dir
+    return Trained(out_dir, config, data, complete=True)
 
 
 def _negative_images() -> torch.Tensor:
@@ -502,92 +344,26 @@ def _add_negatives(
     return torch.cat([images, picked]), torch.cat([labels, other])
 
 
-def train_or_reuse(
+def fit(
     config: TrainConfig,
-    run_dir: Path,
+    out_dir: str | Path,
     *,
-    data: DigitData | None = None,
+    resume: bool = False,
     progress: bool = False,
+    data: DigitData | None = None,
+    stop_after_epoch: int | None = None,
+    on_epoch: Callable[[EpochRecord], None] | None = None,
 ) -> Path:
-    """Train into run_dir unless it already holds this very config (finished or resumable)."""
-    saved_path = run_dir / CONFIG_FILE
-    if saved_path.exists():
-        saved = TrainConfig.from_dict(json.loads(saved_path.read_text()))
-        if saved != config:
-            changed = [
-                f.name for f in fields(config) if getattr(saved, f.name) != getattr(config, f.name)
-            ]
-            raise RunError(
-                f"{run_dir} holds a run with a different config ({', '.join(changed)}); "
-                "remove it or choose another --out"
-            )
-        if (run_dir / METRICS_FILE).exists():
-            return run_dir
-    return fit(config, run_dir, resume=saved_path.exists(), progress=progress, data=data)
+    """Train, then finish the run (digits.finish.fit); return the run directory."""
+    # The one reach upward, at call time only: the loop above stands without it.
+    from digits.finish import fit as fit_and_finish
 
-
-def _write_metrics(
-    out_dir: Path,
-    config: TrainConfig,
-    data: DigitData,
-    history: list[EpochRecord],
-    best_epoch: int,
-    has_val: bool,
-    bf16: bool,
-) -> None:
-    from digits.evaluate import evaluate_model
-
-    model = load_model(out_dir)
-    best = history[best_epoch - 1]
-    metrics: dict[str, Any] = {
-        "model": config.model,
-        "recipe": config.recipe,
-        "parameters": count_parameters(model),
-        "epochs_run": len(history),
-        "best_epoch": best_epoch,
-        "train_seconds": sum(record.seconds for record in history),
-        "samples_per_s": float(np.mean([record.samples_per_s for record in history])),
-        "precision": "bf16" if bf16 else "fp32",
-        "val_accuracy": best.val_accuracy if has_val else None,
-        "val_loss": best.val_loss if has_val else None,
-        "test": None,
-    }
-    if data.x_test is not None and data.y_test is not None:
-        metrics["test"] = evaluate_model(model, data.x_test, data.y_test).to_dict()
-    atomic_write_text(out_dir / METRICS_FILE, json.dumps(metrics, indent=2))
-
-
-def load_model(run_dir: str | Path) -> nn.Module:
-    """Rebuild the trained model of a run directory (best epoch), in eval mode.
-
-    An ensemble directory gives the module that outputs the log of its averaged probabilities.
-    """
-    from digits.ensemble import is_ensemble, load_ensemble
-
-    if is_ensemble(run_dir):
-        return load_ensemble(run_dir)
-    path = Path(run_dir) / WEIGHTS_FILE
-    if not path.exists():
-        raise RunError(f"{run_dir}: no {WEIGHTS_FILE} (not a trained run directory)")
-    return load_weights(path)
-
-
-def load_weights(path: Path) -> nn.Module:
-    """A model from a safetensors file whose metadata names it (as `save_weights` writes it)."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as handle:
-        metadata = handle.metadata() or {}
-    if "model" not in metadata:
-        raise RunError(f"{path}: no model name in the metadata")
-    model = create_model(metadata["model"], **json.loads(metadata.get("model_args", "{}")))
-    model.load_state_dict(load_file(str(path)))
-    return model.eval()
-
-
-def read_metrics(run_dir: str | Path) -> dict[str, Any]:
-    path = Path(run_dir) / METRICS_FILE
-    if not path.exists():
-        raise RunError(f"{run_dir}: no {METRICS_FILE} (training has not finished)")
-    result: dict[str, Any] = json.loads(path.read_text())
-    return result
+    return fit_and_finish(
+        config,
+        out_dir,
+        resume=resume,
+        progress=progress,
+        data=data,
+        stop_after_epoch=stop_after_epoch,
+        on_epoch=on_epoch,
+    )

@@ -49,7 +49,7 @@ def tta_probabilities(
     views: tuple[tuple[float, float, float], ...] = VIEWS,
 ) -> np.ndarray:
     """Softmax outputs averaged over `views` for uint8 N×28×28 images."""
-    from digits.train import predict_logits, to_tensor
+    from digits.run import predict_logits, to_tensor
 
     if not views:
         raise ValueError("test-time augmentation needs at least one view")

@@ -30,9 +30,11 @@ import optuna
 from torch import nn
 
 from digits.atomic import atomic_write_text
+from digits.config import EpochRecord, TrainConfig
 from digits.data import DigitData
+from digits.finish import fit
 from digits.models import REGISTRY, create_model
-from digits.train import EpochRecord, TrainConfig, fit, load_data, read_history
+from digits.run import load_data, read_history
 
 DEFAULT_ROOT = Path("runs/tune")
 SQLITE_PREFIX = "sqlite:///"

@@ -66,7 +66,9 @@ def train_command(
     schedule: Annotated[
         str | None, typer.Option(help="constant, onecycle, cosine, exponential.")
     ] = None,
-    seed: Annotated[int, typer.Option(help="Seed for split, weights, batch order, dropout.")] = 0,
+    seed: Annotated[
+        int | None, typer.Option(help="Seed for split, weights, batch order, dropout (0).")
+    ] = None,
     val_split: Annotated[
         float | None, typer.Option(help="Validation fraction (0 disables).")
     ] = None,
@@ -78,7 +80,11 @@ def train_command(
         Path | None, typer.Option(help="Run directory (default runs/MODEL-seedS).")
     ] = None,
     resume: Annotated[
-        bool, typer.Option(help="Continue the run in --out from its last epoch.")
+        bool,
+        typer.Option(
+            help="Continue the run in --out from its last epoch, with its stored config "
+            "(only --epochs may extend it)."
+        ),
     ] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
     recipe: Annotated[
@@ -99,29 +105,47 @@ def train_command(
     """Train a model; the run directory gets config, history, weights and metrics."""
     from dataclasses import asdict
 
-    from digits.train import TrainConfig, fit, read_metrics
+    from digits.config import TrainConfig
+    from digits.finish import fit
+    from digits.run import read_metrics
 
+    options = {
+        "--model": model,
+        "--recipe": recipe,
+        "--seed": seed,
+        "--epochs": epochs,
+        "--batch-size": batch_size,
+        "--lr": lr,
+        "--optimizer": optimizer,
+        "--schedule": schedule,
+        "--val-split": val_split,
+        "--patience": patience,
+        "--precision": precision,
+        "--data": None if data is None else str(data),
+        "--limit": limit,
+        "--ensemble": ensemble,
+    }
+    if resume:
+        if out is None:
+            raise ValueError("--resume continues the run in --out DIR; say which with --out")
+        typed = {option: value for option, value in options.items() if value is not None}
+        run_dir = out
+        fit(_resumed_config(out, typed), out, resume=True, progress=not quiet)
+        _print_summary(run_dir, read_metrics(run_dir), ensemble=False)
+        return
     if model is not None and recipe is not None:
         raise ValueError("--model and --recipe exclude each other: a recipe names its own model")
-    if model is None and recipe is None and not resume:
+    if model is None and recipe is None:
         raise ValueError(
             "say what to train: --model NAME or --recipe NAME|FILE "
             "(see `digits models`, `digits recipes`)"
         )
-    overrides = {
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "lr": lr,
-        "optimizer": optimizer,
-        "schedule": schedule,
-        "val_split": val_split,
-        "patience": patience,
-        "precision": precision,
-        "limit": limit,
+    given = {
+        _FIELDS[option]: value
+        for option, value in options.items()
+        if option in _FIELDS and value is not None and option not in ("--model", "--seed")
     }
-    given = {key: value for key, value in overrides.items() if value is not None}
-    if data is not None:
-        given["data"] = str(data)
+    seed = 0 if seed is None else seed
     recipe_names = _recipe_list(recipe) if recipe is not None else []
     if len(recipe_names) > 1 and ensemble is None:
         raise ValueError(
@@ -146,9 +170,62 @@ def train_command(
         train_ensemble(configs, run_dir, ensemble, progress=not quiet)
     else:
         run_dir = out or Path("runs") / f"{name}-seed{config.seed}"
-        fit(config, run_dir, resume=resume, progress=not quiet)
-    metrics = read_metrics(run_dir)
-    if ensemble is not None:
+        fit(config, run_dir, progress=not quiet)
+    _print_summary(run_dir, read_metrics(run_dir), ensemble=ensemble is not None)
+
+
+# The TrainConfig field each option of `digits train` sets (--recipe names the recipe field).
+_FIELDS = {
+    "--model": "model",
+    "--recipe": "recipe",
+    "--seed": "seed",
+    "--epochs": "epochs",
+    "--batch-size": "batch_size",
+    "--lr": "lr",
+    "--optimizer": "optimizer",
+    "--schedule": "schedule",
+    "--val-split": "val_split",
+    "--patience": "patience",
+    "--precision": "precision",
+    "--data": "data",
+    "--limit": "limit",
+}
+
+
+def _resumed_config(run_dir: Path, typed: dict[str, Any]) -> Any:
+    """The stored config of run_dir, to be continued exactly: an option typed with --resume must
+    agree with it (one that contradicts it is refused, named as typed); only --epochs may extend
+    the run. Options not typed leave the stored config as it is."""
+    from dataclasses import replace
+
+    from digits.run import CONFIG_FILE, RunError, check_epochs, read_config
+
+    if "--ensemble" in typed:
+        raise RunError(
+            f"{run_dir}: --resume continues one run; run the same --ensemble command again "
+            "instead (it resumes unfinished members)"
+        )
+    if not (run_dir / CONFIG_FILE).exists():
+        raise RunError(f"{run_dir}: nothing to resume (no {CONFIG_FILE})")
+    saved = read_config(run_dir)
+    for option, value in typed.items():
+        stored = getattr(saved, _FIELDS[option])
+        if option == "--recipe":
+            value = Path(value).stem if Path(value).is_file() else value
+        if option == "--epochs" or stored == value:
+            continue
+        raise RunError(
+            f"{run_dir}: {option} {value} contradicts the stored config "
+            f"({_FIELDS[option]} {stored}); leave it out to continue the run as it was made"
+        )
+    epochs = typed.get("--epochs", saved.epochs)
+    if epochs != saved.epochs:
+        check_epochs(run_dir, saved, epochs, option="--epochs")
+    return replace(saved, epochs=epochs)
+
+
+def _print_summary(run_dir: Path, metrics: dict[str, Any], *, ensemble: bool) -> None:
+    if ensemble:
         summary = f"ensemble of {metrics['members']} runs saved to {run_dir}"
     else:
         summary = f"run saved to {run_dir}: best epoch {metrics['best_epoch']}"
@@ -171,9 +248,10 @@ def evaluate_command(
 ) -> None:
     """Loss, accuracy, per-class precision/recall/F1 and the confusion matrix on the test set."""
     from digits.data import load_dataset, load_mnist
-    from digits.train import load_model
+    from digits.run import load_model, require_finished
 
-    model = load_model(run)
+    # An unfinished run holds the best epoch so far and no temperature: refused, not scored.
+    model = load_model(require_finished(run))
     dataset = load_mnist() if data is None else load_dataset(data)
     if dataset.x_test is not None and dataset.y_test is not None:
         images, labels = dataset.x_test, dataset.y_test

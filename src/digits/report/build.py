@@ -13,18 +13,18 @@ from matplotlib.figure import Figure
 
 from digits.answers import split_not_digit
 from digits.atomic import atomic_write_bytes, atomic_write_text
+from digits.config import TrainConfig
 from digits.data import DigitData, load_mnist, stratified_split
 from digits.evaluate import Metrics, compute_metrics, model_probabilities
 from digits.report import curves, eda, results
 from digits.report.augmented import augmented_samples
 from digits.report.figures import png_bytes
 from digits.report.html import Section, image, note, page, table
-from digits.train import (
+from digits.run import (
     CONFIG_FILE,
     HISTORY_FILE,
     METRICS_FILE,
     RunError,
-    TrainConfig,
     load_data,
     load_model,
     read_history,

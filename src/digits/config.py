@@ -1,0 +1,124 @@
+"""What decides a training run: `TrainConfig` (saved as a run's config.json), the per-epoch
+`EpochRecord`, and the names they accept. The ground floor of training: it imports only the model
+registry and the augmentation settings it validates against."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from digits.augment import AugmentConfig
+from digits.models import REGISTRY
+
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+SCHEDULES = ("constant", "onecycle", "cosine", "exponential")
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a training run; saved as config.json in the run directory."""
+
+    model: str
+    """Registered model name (see `digits models`)."""
+    model_args: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments for the model factory (widths, dropout)."""
+    epochs: int = 10
+    """Maximum number of passes over the training split."""
+    batch_size: int = 128
+    """Images per optimizer step."""
+    lr: float = 1e-3
+    """Peak learning rate."""
+    optimizer: str = "adam"
+    """One of OPTIMIZERS."""
+    weight_decay: float = 0.0
+    """L2 penalty (decoupled for adamw)."""
+    schedule: str = "constant"
+    """Learning-rate schedule, one of SCHEDULES; stepped per batch."""
+    label_smoothing: float = 0.0
+    """Cross-entropy label smoothing."""
+    augment: dict[str, float] | None = None
+    """Random distortion strengths of training batches (`digits.augment.AugmentConfig` fields:
+    rotation, zoom, shift, shear, elastic, elastic_sigma); None trains on the images as they are."""
+    ema_decay: float | None = None
+    """Keep an exponential moving average of the weights with this decay per step (e.g. 0.999);
+    validation, the kept checkpoint and the test metrics then use the averaged weights."""
+    seed: int = 0
+    """Seeds the split, the initial weights, the batch order and dropout."""
+    val_split: float = 0.1
+    """Fraction of the training data held out (stratified) for validation; 0 disables it."""
+    patience: int = 0
+    """Stop after this many epochs without a better validation accuracy; 0 never stops early."""
+    precision: str = "auto"
+    """'bf16' trains under bfloat16 autocast (weights stay float32); 'auto' uses it when the CPU
+    has native bfloat16 instructions, where it is ~1.4x faster at equal accuracy."""
+    data: str | None = None
+    """A data file or IDX folder (see `digits.data.load_dataset`); None means MNIST."""
+    recipe: str | None = None
+    """Name of the recipe this config came from, for the record."""
+    limit: int | None = None
+    """Use only the first N training images (quick experiments and tests)."""
+    negatives: float = 0.0
+    """Generated non-digits (letters, symbols, shapes: `digits.data.negatives`) added to every
+    batch, as a share of its digits (0.1 = one for every ten), labelled as an eleventh class "not
+    a digit"; 0 trains a ten-class model on digits alone."""
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.model not in REGISTRY:
+            problems.append(f"unknown model {self.model!r} (choose from {', '.join(REGISTRY)})")
+        if self.epochs < 1:
+            problems.append(f"epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            problems.append(f"batch_size must be >= 1, got {self.batch_size}")
+        if not self.lr > 0:
+            problems.append(f"lr must be > 0, got {self.lr}")
+        if self.optimizer not in OPTIMIZERS:
+            problems.append(f"optimizer {self.optimizer!r} is not one of {OPTIMIZERS}")
+        if self.schedule not in SCHEDULES:
+            problems.append(f"schedule {self.schedule!r} is not one of {SCHEDULES}")
+        if self.precision not in PRECISIONS:
+            problems.append(f"precision {self.precision!r} is not one of {PRECISIONS}")
+        if not 0.0 <= self.val_split < 1.0:
+            problems.append(f"val_split must be in [0, 1), got {self.val_split}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            problems.append(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.augment is not None:
+            try:
+                AugmentConfig.from_dict(self.augment)
+            except (TypeError, ValueError) as exc:
+                problems.append(str(exc))
+        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+            problems.append(f"ema_decay must be in (0, 1), got {self.ema_decay}")
+        if self.patience < 0:
+            problems.append(f"patience must be >= 0, got {self.patience}")
+        if self.limit is not None and self.limit < 1:
+            problems.append(f"limit must be >= 1, got {self.limit}")
+        if not 0.0 <= self.negatives <= 1.0:
+            problems.append(f"negatives must be in [0, 1], got {self.negatives}")
+        if problems:
+            raise ValueError("invalid training config: " + "; ".join(problems))
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown training config keys: {', '.join(unknown)}")
+        return cls(**values)
+
+    def factory_args(self) -> dict[str, Any]:
+        """The model factory's arguments: `model_args`, plus the eleventh class with negatives."""
+        return {**self.model_args, "classes": 11} if self.negatives > 0 else dict(self.model_args)
+
+
+@dataclass
+class EpochRecord:
+    epoch: int
+    train_loss: float
+    train_accuracy: float
+    val_loss: float | None
+    val_accuracy: float | None
+    lr: float
+    seconds: float
+    samples_per_s: float

@@ -1,0 +1,132 @@
+"""Turning a trained run into a finished one, and the calls that train and finish in one go.
+
+Finishing: test metrics into metrics.json, a temperature fitted on held-out data, model.onnx,
+then finished.json, written last (digits.run). Each step can be run again, so a run killed while
+finishing is finished by `digits train --resume`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from digits.config import EpochRecord, TrainConfig
+from digits.data import DigitData
+from digits.evaluate import evaluate_model
+from digits.export import finish_run as calibrate_and_export
+from digits.models import count_parameters
+from digits.run import (
+    CONFIG_FILE,
+    RunError,
+    load_checkpoint,
+    load_data,
+    load_model,
+    mark_finished,
+    read_config,
+    run_state,
+    split_data,
+    use_bf16,
+    write_metrics,
+)
+from digits.train import train_run
+
+
+def fit(
+    config: TrainConfig,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    progress: bool = False,
+    data: DigitData | None = None,
+    stop_after_epoch: int | None = None,
+    on_epoch: Callable[[EpochRecord], None] | None = None,
+) -> Path:
+    """Train (digits.train.train_run), then finish the run unless stopped early; return it."""
+    trained = train_run(
+        config,
+        out_dir,
+        resume=resume,
+        progress=progress,
+        data=data,
+        stop_after_epoch=stop_after_epoch,
+        on_epoch=on_epoch,
+    )
+    if trained.complete:
+        finish(trained.run_dir, trained.data)
+    return trained.run_dir
+
+
+def finish(run_dir: str | Path, data: DigitData | None = None) -> Path:
+    """Metrics, calibration, model.onnx, then the finished marker, for a run whose epochs ran."""
+    run_dir = Path(run_dir)
+    config = read_config(run_dir)
+    data = load_data(config) if data is None else data
+    state = load_checkpoint(run_dir)
+    if state is None:
+        raise RunError(f"{run_dir}: no epoch has been trained; nothing to finish")
+    history = [EpochRecord(**row) for row in json.loads(state["history"])]
+    write_metrics(run_dir, run_metrics(run_dir, config, data, history, int(state["best_epoch"])))
+    split = split_data(config, data)
+    calibrate_and_export(run_dir, split.x_val, split.y_val, split.x_train, split.y_train)
+    mark_finished(run_dir)
+    return run_dir
+
+
+def run_metrics(
+    run_dir: Path,
+    config: TrainConfig,
+    data: DigitData,
+    history: list[EpochRecord],
+    best_epoch: int,
+) -> dict[str, Any]:
+    """metrics.json of a trained run: its best epoch, speed, and the test metrics if any."""
+    model = load_model(run_dir)
+    best = history[best_epoch - 1]
+    has_val = best.val_accuracy is not None
+    metrics: dict[str, Any] = {
+        "model": config.model,
+        "recipe": config.recipe,
+        "parameters": count_parameters(model),
+        "epochs_run": len(history),
+        "best_epoch": best_epoch,
+        "train_seconds": sum(record.seconds for record in history),
+        "samples_per_s": float(np.mean([record.samples_per_s for record in history])),
+        "precision": "bf16" if use_bf16(config.precision) else "fp32",
+        "val_accuracy": best.val_accuracy if has_val else None,
+        "val_loss": best.val_loss if has_val else None,
+        "test": None,
+    }
+    if data.x_test is not None and data.y_test is not None:
+        metrics["test"] = evaluate_model(model, data.x_test, data.y_test).to_dict()
+    return metrics
+
+
+def train_or_reuse(
+    config: TrainConfig,
+    run_dir: Path,
+    *,
+    data: DigitData | None = None,
+    progress: bool = False,
+) -> Path:
+    """Train into run_dir unless it already holds this very config: a finished run is reused,
+    an unfinished one resumed (and finished), a created-but-never-trained one started afresh."""
+    state = run_state(run_dir)
+    if state in ("training", "finished"):
+        saved = read_config(run_dir)
+        if saved != config:
+            changed = [
+                f.name for f in fields(config) if getattr(saved, f.name) != getattr(config, f.name)
+            ]
+            raise RunError(
+                f"{run_dir} holds a run with a different config ({', '.join(changed)}); "
+                "remove it or choose another --out"
+            )
+        if state == "finished":
+            return run_dir
+    resume = state == "training" and (run_dir / CONFIG_FILE).exists()
+    return fit(config, run_dir, resume=resume, progress=progress, data=data)
