@@ -3,7 +3,7 @@
     flock /tmp/cpu.lock .venv/bin/python benchmarks/serve_memory.py [MODEL] [--env KEY=VALUE ...]
 
 Starts `digits serve MODEL` (one worker) on a free 127.0.0.1 port and sends, one case after the
-other: a small PNG of huge dimensions (6 324 × 6 324 RGBA, a few hundred KB, the size the old 40-megapixel
+other: a small PNG of huge dimensions (6 324 × 6 324 RGBA, 182 KB, the size the old 40-megapixel
 limit let through), the largest PNG the current pixel limit accepts, a big JPEG (6 000 × 4 000),
 six of each at once, and a burst of 200 ordinary drawings 8 at a time. After each case it
 records the answers (status codes) and the worker's resident memory: now (VmRSS) and its peak
