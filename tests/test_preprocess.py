@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageOps
+from PIL import Image, ImageDraw, ImageOps
 
 from digits import preprocess as pp
 from digits.data import DigitData
@@ -444,3 +444,17 @@ def test_small_blank_scans_are_no_digit(image: Image.Image) -> None:
     result = preprocess(image)
     assert result.pixels is None and result.reason is not None
     assert result.reason.startswith("no digit:")
+
+
+@pytest.mark.parametrize("width", [2, 6, 16, 40])
+def test_a_plain_bar_of_any_width_is_a_one(width: int) -> None:
+    # A 1 two pixels wide at MNIST scale once had no mass: cv2.moments reads an N×2 array as
+    # N points, not as an image.
+    image = Image.new("L", (200, 200), 255)
+    ImageDraw.Draw(image).rectangle((100 - width // 2, 30, 100 + width // 2, 170), fill=0)
+    result = preprocess(image)
+    assert result.pixels is not None
+    rows, cols = np.nonzero(result.pixels > 64)
+    assert rows.max() - rows.min() >= 18 and cols.max() - cols.min() <= 8  # tall and narrow
+    centre = (result.pixels * np.arange(28)[None, :]).sum() / result.pixels.sum()
+    assert abs(centre - 14) < 1

@@ -699,10 +699,12 @@ def normalise_digit(crop: np.ndarray) -> np.ndarray | None:
             image = thinner
     shape = _tight(image.view(bool))
     small = np.clip(_resize_longest(shape.view(np.uint8).astype(np.float32), BOX), 0, 1)
-    moments = cv2.moments(small)
-    centre_row = moments["m01"] / moments["m00"]
-    centre_col = moments["m10"] / moments["m00"]
-    # Pixel centres: cv2.moments counts pixel (r, c) at (r, c), as MNIST's measurement did.
+    # The centre of mass from the row and column sums, pixel (r, c) counted at (r, c) as MNIST's
+    # measurement did. Not cv2.moments: it takes an N×2 array for a list of N points, so a
+    # digit two pixels wide at 20 px (a plain 1) had no mass at all.
+    mass = float(small.sum())
+    centre_row = float(small.sum(axis=1) @ np.arange(small.shape[0], dtype=np.float32)) / mass
+    centre_col = float(small.sum(axis=0) @ np.arange(small.shape[1], dtype=np.float32)) / mass
     top = int(np.clip(round(CENTRE - centre_row), 0, FIELD - small.shape[0]))
     left = int(np.clip(round(CENTRE - centre_col), 0, FIELD - small.shape[1]))
     field = np.zeros((FIELD, FIELD), dtype=np.float32)
