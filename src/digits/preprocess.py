@@ -20,8 +20,8 @@ to go through the same steps or the model guesses. `preprocess` does, for any im
    side to 20 px with anti-aliasing;
 5. place in 28×28 with the centre of mass at MNIST's (14, 14).
 
-Pillow decodes; the pixel work is NumPy and OpenCV (resizing, blurs, morphology, components,
-moments: each one C call where NumPy needs several passes). No torch: this is the prediction path.
+Pillow decodes; the pixel work is NumPy and OpenCV (resizing, blurs, morphology and components:
+each one C call where NumPy needs several passes). No torch: this is the prediction path.
 docs/design.md, "Preprocessing", says why each step is built as it is.
 """
 
