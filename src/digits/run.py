@@ -193,9 +193,11 @@ def run_state(run_dir: str | Path) -> State:
     """empty (nothing there), created (a config, no epoch yet), training (epochs saved, not
     finished) or finished (finished.json, written after metrics, calibration and model.onnx)."""
     run_dir = Path(run_dir)
-    if (run_dir / FINISHED_FILE).exists():
+    # The marker is written last; a run missing a file it promises (removed since) is not done.
+    promised = (FINISHED_FILE, METRICS_FILE, ONNX_FILE)
+    if all((run_dir / name).exists() for name in promised):
         return "finished"
-    if _finished_before_marker(run_dir):
+    if not (run_dir / FINISHED_FILE).exists() and _finished_before_marker(run_dir):
         return "finished"
     if is_ensemble(run_dir) or any(
         (run_dir / name).exists() for name in (CHECKPOINT_FILE, HISTORY_FILE, WEIGHTS_FILE)

@@ -143,7 +143,9 @@ def train_command(
     given = {
         _FIELDS[option]: value
         for option, value in options.items()
-        if option in _FIELDS and value is not None and option not in ("--model", "--seed")
+        if option in _FIELDS
+        and value is not None
+        and option not in ("--model", "--seed", "--recipe")
     }
     seed = 0 if seed is None else seed
     recipe_names = _recipe_list(recipe) if recipe is not None else []
