@@ -508,6 +508,18 @@ def _noise(residual: np.ndarray) -> float:
     return 1.4826 * _quantile(paper_side, 0.5) if paper_side.size else 0.0
 
 
+def _threshold(residual: np.ndarray, floor: float) -> tuple[float, np.ndarray] | str:
+    """The ink level (the 90th percentile of what stands out above `floor`) and the mask cut
+    half-way up to it; or why there is no ink."""
+    candidates = _sample(residual[residual > floor])
+    if candidates.size == 0:
+        return "no digit: the image is blank (nothing stands out from the background)"
+    level = _quantile(candidates, 0.9)
+    if level < MIN_CONTRAST:
+        return f"no digit: the marks are too faint (contrast {level:.0f} of 255)"
+    return level, residual > max(level / 2, floor)
+
+
 def locate_ink(grey: np.ndarray, scale: float = 1.0) -> Ink | str:
     """Find the ink in a working-size grey image; a "no digit: ..." reason when there is none."""
     height, width = grey.shape
@@ -528,28 +540,35 @@ def locate_ink(grey: np.ndarray, scale: float = 1.0) -> Ink | str:
         # Dark ink on light paper is turned bright, as in MNIST.
         residual = grey - background if sign > 0 else background - grey
     noise = _noise(residual)
-    if noise >= NOISY and min(height, width) >= 64:
-        # A 3×3 binomial blur evens out sensor and JPEG noise before thresholding; strokes
-        # at working size are several pixels wide and survive it. Clean images (scans,
-        # drawings) skip it: it would halve the contrast of a hairline.
+    noisy = noise >= NOISY
+    # A 3×3 binomial blur evens out sensor and JPEG noise and the staircase of enlarged pixels
+    # before thresholding; strokes at working size are several pixels wide and survive it.
+    # Not a hairline, whose contrast it would halve: on clean images the stroke width is
+    # measured first (on noisy ones, noise would pass for fine strokes). Enlarged scans are
+    # smooth already: bilinear enlargement left no staircase.
+    blur = min(height, width) >= 64 and scale >= 1
+    if blur and noisy:
         residual = cv2.GaussianBlur(residual, (3, 3), 0)
-        noise = _noise(residual)
+        noise, blur = _noise(residual), False
     floor = max(4.0 * noise, MIN_CONTRAST / 2)
-    candidates = _sample(residual[residual > floor])
-    if candidates.size == 0:
-        return "no digit: the image is blank (nothing stands out from the background)"
-    level = _quantile(candidates, 0.9)
-    if level < MIN_CONTRAST:
-        return f"no digit: the marks are too faint (contrast {level:.0f} of 255)"
+    found = _threshold(residual, floor)
+    if isinstance(found, str):
+        return found
+    level, mask = found
     cut = 0.5  # of the ink level: where the mask's edge lies, half-way up the strokes
-    mask = residual > max(cut * level, floor)
-    if np.count_nonzero(mask) > MAX_INK_FRACTION * mask.size:
-        return "no digit: ink would cover most of the image (a photo or a fill, not a digit)"
     if _stroke_width(mask) < HAIRLINE:
         # A hairline's contrast is spread over the two pixel rows it straddles, each under
         # half the level where it does: cut lower, or a 2 loses its base.
         cut = 0.25
         mask = residual > max(cut * level, floor)
+    elif blur:
+        residual = cv2.GaussianBlur(residual, (3, 3), 0)
+        found = _threshold(residual, floor)
+        if isinstance(found, str):
+            return found
+        level, mask = found
+    if np.count_nonzero(mask) > MAX_INK_FRACTION * mask.size:
+        return "no digit: ink would cover most of the image (a photo or a fill, not a digit)"
     printed = _printed_lines(mask)
     if printed:
         mask, level = _without_lines(residual, mask, printed, floor, level, cut)
