@@ -39,7 +39,8 @@ class TrainConfig:
     """Cross-entropy label smoothing."""
     augment: dict[str, float] | None = None
     """Random distortion strengths of training batches (`digits.augment.AugmentConfig` fields:
-    rotation, zoom, shift, shear, elastic, elastic_sigma); None trains on the images as they are."""
+    rotation, zoom, shift, shear, elastic, elastic_sigma, and the pen and scan effects stretch,
+    thicken, thin, lowres, blur, jpeg, binarise); None trains on the images as they are."""
     ema_decay: float | None = None
     """Keep an exponential moving average of the weights with this decay per step (e.g. 0.999);
     validation, the kept checkpoint and the test metrics then use the averaged weights."""
