@@ -135,9 +135,13 @@ def markdown(result: dict) -> str:
         )
     lines += [
         "",
-        "The floor decodes JPEGs at full size; `preprocess` asks Pillow for a reduced-scale "
-        "decode (it shrinks the image anyway), which is why the photo can come in under its "
-        'floor. How the steps were made this fast is in docs/design.md, "Preprocessing".',
+        "Where the time goes: for the 280×280 drawing the floor is nearly all PNG decoding, which "
+        "`preprocess` does too; the rest is the locating and normalising of docs/design.md "
+        '("Preprocessing"), and the fixed cost of those steps is what the 16×16 scan shows. For '
+        "the RGBA canvas, Pillow's decoding and its RGBA resize (alpha premultiplied) make up the "
+        "floor, while `preprocess` flattens the alpha onto white with OpenCV and shrinks by a "
+        "whole factor, so it comes in under the floor. The floor decodes the JPEG at full size; "
+        "`preprocess` asks Pillow for a reduced-scale decode, as it shrinks the photo anyway.",
         "",
     ]
     return "\n".join(lines)
