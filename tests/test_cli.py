@@ -135,7 +135,7 @@ def test_errors_are_one_line_naming_the_input(tmp_path: Path) -> None:
     assert result.stderr.strip() == f"error: {bad}: row 2, column 785: not a number: 'x'"
     missing = runner.invoke(app, ["evaluate", str(tmp_path / "none")])
     assert missing.exit_code == 1
-    assert "not a trained run directory" in missing.stderr
+    assert "no such run directory" in missing.stderr
     unknown = runner.invoke(app, ["train", "--model", "resnet"])
     assert unknown.exit_code == 1
     assert "unknown model 'resnet'" in unknown.stderr
