@@ -73,8 +73,8 @@ CENTRE = 14.0  # where MNIST's centre of mass sits (row, column), measured on th
 NORM_SIDE = 80  # resolution at which the stroke width is measured and adjusted (4 × BOX)
 STROKE_WIDTH = 10.0  # median MNIST stroke width at NORM_SIDE, measured with _stroke_width
 MIN_CONTRAST = 24.0  # grey levels between ink and background below which nothing is written
-HAIRLINE = 2.5  # strokes thinner than this (working pixels, mean) are located at a lower cut
-NOISY = 3.0  # paper noise (grey levels, robust deviation) from which the image is blurred first
+HAIRLINE = 3.0  # strokes thinner than this (working pixels, mean, blurred) are cut lower
+NOISY = 3.0  # paper noise (grey levels, robust deviation) above which fine strokes are noise
 SPECK_FRACTION = 0.08  # components smaller than this share of the largest are noise
 SPECK_SIZE = 0.03  # ...and so are those whose longer side is under this share of the image's
 MAX_INK_FRACTION = 0.75  # more "ink" than this is a photo or a fill, not a written digit
@@ -298,11 +298,7 @@ def _quantile(values: np.ndarray, q: float) -> float:
     NumPy's is (so that the median of an image and of its negative mirror each other).
     Sorted outright: NumPy's partial sort slows tenfold on repeated values, which images are
     full of (flat paper), while sorting a few thousand values takes microseconds."""
-    ordered = np.sort(values)
-    rank = q * (len(ordered) - 1)
-    below = int(rank)
-    above = min(below + 1, len(ordered) - 1)
-    return float(ordered[below] + (ordered[above] - ordered[below]) * (rank - below))
+    return _at(np.sort(values), q)
 
 
 @functools.lru_cache(maxsize=64)
@@ -344,10 +340,25 @@ def _fit(
     return coefficients
 
 
-def _otsu(values: np.ndarray) -> tuple[float, float, float]:
-    """Otsu's two-level split of a few hundred values: (threshold, mean below, mean above);
-    values up to the threshold are the lower level."""
+def _at(ordered: np.ndarray, q: float) -> float:
+    """The q-quantile of sorted values, interpolated between ranks as NumPy's is."""
+    rank = q * (len(ordered) - 1)
+    below = int(rank)
+    above = min(below + 1, len(ordered) - 1)
+    return float(ordered[below] + (ordered[above] - ordered[below]) * (rank - below))
+
+
+def _median_spread(values: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """Sorted values, their median and their robust spread (1.4826 × the median absolute
+    deviation: the standard deviation, were they normal)."""
     ordered = np.sort(values)
+    middle = _at(ordered, 0.5)
+    return ordered, middle, 1.4826 * _quantile(np.abs(values - middle), 0.5)
+
+
+def _otsu(ordered: np.ndarray) -> tuple[float, float, float]:
+    """Otsu's two-level split of a few hundred sorted values: (threshold, mean below, mean
+    above); values up to the threshold are the lower level."""
     below = np.arange(1, len(ordered))
     total = np.cumsum(ordered)
     low = total[:-1] / below
@@ -383,14 +394,14 @@ def _paper(
     many, the level holding most of the frame's border.
     """
     values = coarse.ravel()
-    deviation = np.abs(values - _quantile(values, 0.5))
-    spread = 1.4826 * _quantile(deviation, 0.5)
-    near = deviation < 2.5 * (spread + 1.0)
+    ordered, middle, spread = _median_spread(values)
+    near = np.abs(values - middle) < 2.5 * (spread + 1.0)
     flat = values
     if spread >= FLAT_PAPER:  # (an evenly lit majority, a canvas or a scan, has no gradient)
         plane = (terms[0][:, :3], terms[1][:3])
         flat = values - plane[0] @ _fit(values, plane, near, 1)
-    threshold, low_mean, high_mean = _otsu(flat)
+        ordered = np.sort(flat)
+    threshold, low_mean, high_mean = _otsu(ordered)
     if high_mean - low_mean < MIN_CONTRAST:
         return near, None
     low = (flat <= threshold).reshape(coarse.shape)
@@ -440,8 +451,8 @@ def _background(grey: np.ndarray) -> tuple[np.ndarray, int | None]:
             paper = core.view(bool).ravel()
     values = coarse.ravel()
     level = values[paper] if paper.any() else values
-    middle = _quantile(level, 0.5)
-    if 1.4826 * _quantile(np.abs(level - middle), 0.5) < FLAT_PAPER:
+    _, middle, spread = _median_spread(level)
+    if spread < FLAT_PAPER:
         # Evenly lit paper (scans, canvases): one level. A surface fitted to the paper of a
         # tight crop, in bits between the strokes, would bulge or tilt between them.
         return np.full((1, 1), middle, dtype=np.float32), sign
@@ -539,34 +550,32 @@ def locate_ink(grey: np.ndarray, scale: float = 1.0) -> Ink | str:
     else:
         # Dark ink on light paper is turned bright, as in MNIST.
         residual = grey - background if sign > 0 else background - grey
-    noise = _noise(residual)
-    noisy = noise >= NOISY
-    # A 3×3 binomial blur evens out sensor and JPEG noise and the staircase of enlarged pixels
-    # before thresholding; strokes at working size are several pixels wide and survive it.
-    # Not a hairline, whose contrast it would halve: on clean images the stroke width is
-    # measured first (on noisy ones, noise would pass for fine strokes). Enlarged scans are
-    # smooth already: bilinear enlargement left no staircase.
-    blur = min(height, width) >= 64 and scale >= 1
-    if blur and noisy:
+    # A 3×3 binomial blur evens out sensor and JPEG noise and the staircase of pixels enlarged
+    # by nearest-neighbour before thresholding; strokes at working size are several pixels
+    # wide and survive it. Images enlarged here are smooth already (bilinear).
+    sharp = residual
+    if min(height, width) >= 64 and scale >= 1:
         residual = cv2.GaussianBlur(residual, (3, 3), 0)
-        noise, blur = _noise(residual), False
+    noise = _noise(residual)
     floor = max(4.0 * noise, MIN_CONTRAST / 2)
     found = _threshold(residual, floor)
     if isinstance(found, str):
         return found
     level, mask = found
     cut = 0.5  # of the ink level: where the mask's edge lies, half-way up the strokes
-    if _stroke_width(mask) < HAIRLINE:
-        # A hairline's contrast is spread over the two pixel rows it straddles, each under
-        # half the level where it does: cut lower, or a 2 loses its base.
-        cut = 0.25
-        mask = residual > max(cut * level, floor)
-    elif blur:
-        residual = cv2.GaussianBlur(residual, (3, 3), 0)
+    if _stroke_width(mask) < HAIRLINE and _noise(sharp) < NOISY:
+        # A clean hairline: its contrast is spread over the two pixel rows it straddles,
+        # each under half the level where it does, and the blur halves it again. Unblurred,
+        # cut at a quarter of the level, or a 2 loses its base. (On a noisy image, noise
+        # would pass for such fine strokes.)
+        residual = sharp
+        floor = max(4.0 * _noise(residual), MIN_CONTRAST / 2)
         found = _threshold(residual, floor)
         if isinstance(found, str):
             return found
-        level, mask = found
+        level, _ = found
+        cut = 0.25
+        mask = residual > max(cut * level, floor)
     if np.count_nonzero(mask) > MAX_INK_FRACTION * mask.size:
         return "no digit: ink would cover most of the image (a photo or a fill, not a digit)"
     printed = _printed_lines(mask)
