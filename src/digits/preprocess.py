@@ -186,7 +186,70 @@ def _open(source: str | Path | bytes, name: str) -> tuple[Image.Image, int]:
         image.load()
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageError(f"{name}: truncated or corrupt image ({exc})") from None
+    if image.format == "JPEG":
+        short = jpeg_short_of_data(data)
+        if short:
+            raise ImageError(f"{name}: truncated or corrupt image ({short})")
     return image, longer_side
+
+
+HUFFMAN_FRAMES = frozenset({0xC0, 0xC1, 0xC2})  # baseline, extended, progressive (not arithmetic)
+
+
+def _ceil(numerator: int, denominator: int) -> int:
+    return -(-numerator // denominator)
+
+
+def _jpeg_frame(data: bytes) -> tuple[int, int, int, int] | None:
+    """(frame marker, width, height, 8×8 blocks over all components) from a JPEG's header;
+    None where the header cannot be walked (Pillow has judged it already)."""
+    at = 2
+    while at + 4 <= len(data) and data[at] == 0xFF:
+        marker = data[at + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            at += 1
+            continue
+        length = int.from_bytes(data[at + 2 : at + 4], "big")
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            body = data[at + 4 : at + 2 + length]
+            if len(body) < 6 or len(body) < 6 + 3 * body[5]:
+                return None
+            height, width = int.from_bytes(body[1:3], "big"), int.from_bytes(body[3:5], "big")
+            sampling = [(body[7 + 3 * i] >> 4, body[7 + 3 * i] & 15) for i in range(body[5])]
+            across = max((h for h, _ in sampling), default=0)
+            down = max((v for _, v in sampling), default=0)
+            if not across or not down:
+                return None
+            # A component sampled h of `across` spans ceil(width · h / across) pixels.
+            blocks = sum(
+                _ceil(_ceil(width * h, across), 8) * _ceil(_ceil(height * v, down), 8)
+                for h, v in sampling
+            )
+            return marker, width, height, blocks
+        if marker == 0xDA:  # start of scan before any frame header
+            return None
+        at += 2 + length
+    return None
+
+
+def jpeg_short_of_data(data: bytes) -> str | None:
+    """Why a JPEG holds too few bytes for the size its header declares, or None.
+
+    libjpeg fills whatever the data does not reach with grey and only warns, so Pillow returns a
+    complete-looking image for a file cut short or a header that lies about the size (a
+    112×112 image claiming 6000×6000). Huffman coding spends at least one bit on every 8×8
+    block of every component (its DC code), which bounds the file's size from below; real
+    files hold several times that."""
+    frame = _jpeg_frame(data)
+    if frame is None:
+        return None
+    marker, width, height, blocks = frame
+    if marker not in HUFFMAN_FRAMES or not width or not height or len(data) >= blocks // 8:
+        return None
+    return (
+        f"{len(data):,} bytes cannot hold the {width}×{height} pixels its header declares "
+        f"(at least {blocks // 8:,} needed)"
+    )
 
 
 def _flatten_alpha(rgba: np.ndarray) -> np.ndarray:
@@ -227,26 +290,42 @@ def _working(grey: np.ndarray) -> tuple[np.ndarray, float]:
     return grey.astype(np.float32, copy=False), 1.0
 
 
-def _grey(image: Image.Image) -> tuple[np.ndarray, float]:
+def _grey(image: Image.Image, name: str = "image") -> tuple[np.ndarray, float]:
     """float32 grey 0..255 at working size, transparency flattened onto white; and the
-    image's pixels per working pixel."""
+    image's pixels per working pixel. ImageError, naming `name`, for a mode it cannot read."""
     if image.getexif().get(ORIENTATION, 1) != 1:
         # Only then: without a rotation to apply, Pillow would still copy the whole image.
         image = ImageOps.exif_transpose(image) or image
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-        values = np.asarray(image, dtype=np.float32)
+        # NaN and infinities (float TIFFs) carry no level: read as black, as the array path's
+        # clip would leave them nowhere in particular.
+        values = np.nan_to_num(np.asarray(image, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
         top = float(values.max()) if values.size else 0.0
         if top > 255:  # 16-bit scans: rescale to 8-bit levels
             values = values * np.float32(255.0 / (65535.0 if top <= 65535 else top))
-        return _working(values)
+        elif image.mode == "F" and top <= 1.0:
+            values = values * np.float32(255.0)  # float images in [0, 1], as for arrays
+        return _working(np.clip(values, 0.0, 255.0))
     if image.mode in ("RGBA", "LA") and "transparency" not in image.info:
         return _working(_flatten_alpha(np.asarray(image)))
     if image.mode in ("PA", "RGBa", "La") or "transparency" in image.info:
         return _working(_flatten_alpha(np.asarray(image.convert("RGBA"))))
     if image.mode == "RGB":
         return _working(cv2.cvtColor(np.asarray(image), cv2.COLOR_RGB2GRAY))
+    if image.mode == "LAB":
+        # Pillow converts LAB to nothing; its first band is the lightness, a grey already.
+        return _working(np.asarray(image.getchannel(0)))
     # "1" (1-bit), "P" (palettes), CMYK, YCbCr...: Pillow's conversion; "L" passes as it is.
-    return _working(np.asarray(image if image.mode == "L" else image.convert("L")))
+    if image.mode == "L":
+        return _working(np.asarray(image))
+    try:
+        grey = image.convert("L")
+    except ValueError:  # a mode Pillow converts only to RGB (HSV) or not at all
+        try:
+            grey = image.convert("RGB").convert("L")
+        except ValueError:
+            raise ImageError(f"{name}: images in mode {image.mode} cannot be read") from None
+    return _working(np.asarray(grey))
 
 
 def _array_grey(array: np.ndarray, name: str) -> tuple[np.ndarray, float]:
@@ -282,7 +361,7 @@ def load_grey(source: Source, name: str | None = None) -> tuple[np.ndarray, floa
         raise ImageError(f"{name}: unsupported input type {type(source).__name__}")
     # EXIF rotation swaps the sides, not the longer one, so the scale holds either way; a JPEG
     # decoded at reduced scale (draft) has fewer pixels than the file says.
-    grey, per = _grey(image)
+    grey, per = _grey(image, name)
     return grey, per * original / max(image.size)
 
 
