@@ -399,3 +399,16 @@ def check_answer(response: Any, method: str) -> None:
 def test_every_answer_is_2xx_or_json_4xx(client: TestClient, call: dict[str, Any]) -> None:
     response = client.request(**call)
     check_answer(response, call["method"])
+
+
+def test_lab_and_float_tiffs_are_read_by_the_service(client: TestClient) -> None:
+    strokes = _pixels("L", 96, 96, 1, "strokes")
+    for image in (
+        strokes.convert("RGB").convert("LAB"),
+        Image.fromarray(np.asarray(strokes, dtype=np.float32) / 255.0),
+    ):
+        for route in ("/api/predict", "/api/read"):
+            files = {"file": ("scan.tif", _encode("TIFF", image), "image/tiff")}
+            response = client.post(route, files=files)
+            assert response.status_code == 200, response.text
+            assert "no digit" not in response.text, f"{image.mode} on {route}: {response.text}"
