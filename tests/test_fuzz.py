@@ -23,7 +23,7 @@ import pytest
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from digits.data.readers import DataFormatError, read_idx, read_kaggle_csv, read_npz
 from digits.preprocess import ImageError, Preprocessed, preprocess
@@ -251,9 +251,9 @@ READERS: dict[str, tuple[str, Callable[[int], bytes], Callable[[Path], object]]]
     "idx.gz": ("images-idx3-ubyte.gz", _idx_gz, read_idx),
     "npz": ("mnist.npz", _npz_bytes, read_npz),
 }
-KNOWN_CRASHES = {"idx.gz"}
-"""Kinds whose damaged files still escape as another error (a gzip stream damaged inside raises
-zlib.error from read_idx): read intact here, damaged in benchmarks/fuzz.py, which counts them."""
+KNOWN_CRASHES: set[str] = set()
+"""Kinds whose damaged files still escape as another error: read intact here, damaged in
+benchmarks/fuzz.py, which counts them (none left)."""
 
 
 @st.composite
@@ -412,3 +412,30 @@ def test_lab_and_float_tiffs_are_read_by_the_service(client: TestClient) -> None
             response = client.post(route, files=files)
             assert response.status_code == 200, response.text
             assert "no digit" not in response.text, f"{image.mode} on {route}: {response.text}"
+
+
+def test_the_service_refuses_a_jpeg_claiming_more_pixels_than_it_holds(
+    client: TestClient,
+) -> None:
+    data = _lie_about_size(_encode("JPEG", _pixels("L", 112, 112, 3, "strokes")), 6000, 6000)
+    response = client.post("/api/predict", files={"file": ("lying.jpg", data, "image/jpeg")})
+    assert response.status_code == 400, response.text
+    assert "truncated or corrupt" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("size", [(1000, 20), (472, 11), (20, 1000)])
+def test_long_thin_strokes_are_prepared_without_error(size: tuple[int, int]) -> None:
+    # A whole-number shrink factor larger than the short side once trimmed the crop to nothing.
+    image = Image.new("L", size, 255)
+    width, height = size
+    ImageDraw.Draw(image).line([(2, 2), (width - 3, height - 3)], fill=0, width=3)
+    result = preprocess(image, name="thin.png")
+    assert result.ok or (result.reason or "").startswith("no digit")
+
+
+def test_shrinking_a_crop_thinner_than_the_shrink_factor_keeps_it() -> None:
+    from digits.preprocess import _resize_longest
+
+    resized = _resize_longest(np.ones((5, 1000), dtype=np.float32), 80)
+    assert resized.shape == (1, 80) or resized.shape[1] == 80
+    assert resized.max() == pytest.approx(1.0)

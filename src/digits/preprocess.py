@@ -738,7 +738,9 @@ def _resize_longest(values: np.ndarray, side: int) -> np.ndarray:
     a whole factor first (OpenCV's fast path) and bilinear for the rest; enlarged bilinearly."""
     values = values.astype(np.float32, copy=False)
     height, width = values.shape
-    factor = max(height, width) // side
+    # Bounded by the shorter side too: a long thin crop (1000×20 shrunk to 80) trimmed to whole
+    # factors would otherwise have no rows left.
+    factor = min(max(height, width) // side, min(height, width))
     if factor > 1:
         values = values[: height - height % factor, : width - width % factor]
         height, width = height // factor, width // factor

@@ -11,6 +11,7 @@ import gzip
 import io
 import stat
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,7 +40,7 @@ def _read_bytes(path: Path) -> bytes:
     if raw[:2] == _GZIP_MAGIC:
         try:
             return gzip.decompress(raw)
-        except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        except (OSError, EOFError, zlib.error, zipfile.BadZipFile) as exc:
             raise DataFormatError(f"{path}: corrupt gzip stream ({exc})") from exc
     return raw
 

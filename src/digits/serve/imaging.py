@@ -17,6 +17,7 @@ import warnings
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from digits.preprocess import jpeg_short_of_data
 from digits.serve.errors import APIError, bad_input, too_large, unsupported
 
 FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
@@ -100,6 +101,10 @@ def decode_image(data: bytes, max_bytes: int, max_pixels: int) -> tuple[Image.Im
                 )
             image.seek(0)  # the first frame of an animation
             image.load()
+            if image.format == "JPEG":
+                short = jpeg_short_of_data(data)
+                if short is not None:  # Pillow fills a truncated JPEG with grey, silently
+                    raise bad_input(f"the image is truncated or corrupt: {short}")
             decoded = _reduced(image)
     except APIError:
         raise
