@@ -59,7 +59,8 @@ def ensure_run(run: Path | None) -> Path:
     run = ROOT / "runs" / "bench-cnn"
     if not (run / "model.onnx").exists():
         from digits.data import load_mnist
-        from digits.train import TrainConfig, fit
+        from digits.finish import fit
+        from digits.train import TrainConfig
 
         config = TrainConfig(model="cnn", epochs=1, lr=0.004, schedule="onecycle", val_split=0.0)
         fit(config, run, data=load_mnist())

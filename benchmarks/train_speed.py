@@ -20,7 +20,8 @@ from pathlib import Path
 ONE_RUN = """
 import json, resource, sys, time
 from digits.data import load_mnist
-from digits.train import TrainConfig, fit, read_metrics
+from digits.train import TrainConfig, read_metrics
+from digits.finish import fit
 data = load_mnist()
 config = TrainConfig(model=sys.argv[1], epochs=1, lr=float(sys.argv[3]), schedule="onecycle",
                      val_split=0.0, precision=sys.argv[2])

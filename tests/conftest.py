@@ -50,7 +50,8 @@ def small_npz(mnist: DigitData, tmp_path_factory: pytest.TempPathFactory) -> Pat
 @pytest.fixture(scope="session")
 def trained_cnn_run(mnist: DigitData, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A seed `cnn` run: one epoch on all 60 000 images (~10 s, ~98.7 % test accuracy)."""
-    from digits.train import TrainConfig, fit
+    from digits.finish import fit
+    from digits.train import TrainConfig
 
     out = tmp_path_factory.mktemp("runs") / "cnn"
     config = TrainConfig(model="cnn", epochs=1, lr=0.004, schedule="onecycle", val_split=0.0)
@@ -65,7 +66,8 @@ def refusing_run(mnist: DigitData, tmp_path_factory: pytest.TempPathFactory) -> 
 
     from digits import train
     from digits.data.negatives import generate
-    from digits.train import TrainConfig, fit
+    from digits.finish import fit
+    from digits.train import TrainConfig
 
     small = DigitData(
         mnist.x_train[:8000], mnist.y_train[:8000], mnist.x_test[:1000], mnist.y_test[:1000],

@@ -18,8 +18,9 @@ from digits.calibration import (
 )
 from digits.cli import app
 from digits.data import DigitData
+from digits.finish import fit
 from digits.predictor import Predictor
-from digits.train import TrainConfig, fit
+from digits.train import TrainConfig
 
 runner = CliRunner()
 

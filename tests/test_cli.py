@@ -300,8 +300,12 @@ def test_predict_chmod_000_folder_is_an_entry(tmp_path: Path, model: Path) -> No
 
 
 @pytest.mark.parametrize("name", ["[bold]x].png", "[red]y[.png", "[link=z]w.png"])
-def test_names_with_rich_markup_print_as_they_are(tmp_path: Path, model: Path, name: str) -> None:
-    folder = tmp_path / "a["  # with the name below, the path holds a closing tag: "[/b]"
+def test_names_with_rich_markup_print_as_they_are(
+    tmp_path: Path, model: Path, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Relative names, so that a long temporary path cannot wrap in the table and hide them.
+    monkeypatch.chdir(tmp_path)
+    folder = Path("a[")  # with the name below, the path holds a closing tag: "[/b]"
     folder.mkdir()
     good = _digit_image(folder / name)
     bad = folder / "b].png"

@@ -11,7 +11,8 @@ from torch import nn
 
 from digits.data import DigitData
 from digits.ema import WeightAverage
-from digits.train import TrainConfig, fit, read_history
+from digits.finish import fit
+from digits.train import TrainConfig, read_history
 
 AUGMENT = {"rotation": 10.0, "zoom": 0.1, "shift": 0.1, "shear": 5.0, "elastic": 1.0}
 

@@ -22,7 +22,8 @@ from digits.ensemble import (
     train_ensemble,
 )
 from digits.evaluate import model_probabilities
-from digits.train import RunError, TrainConfig, fit, load_model, read_metrics
+from digits.finish import fit
+from digits.train import RunError, TrainConfig, load_model, read_metrics
 
 
 @pytest.fixture(scope="module")

@@ -14,9 +14,10 @@ from typer.testing import CliRunner
 
 from digits.cli import app
 from digits.data import DigitData, load_dataset
+from digits.finish import fit
 from digits.report import Report, build_report
 from digits.report.results import classification_rows, misclassified
-from digits.train import TrainConfig, fit, read_metrics
+from digits.train import TrainConfig, read_metrics
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 ALWAYS = {"samples", "class_balance", "mean_images", "curves", "confusion_matrix", "predictions"}

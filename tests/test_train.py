@@ -18,9 +18,9 @@ from typer.testing import CliRunner
 from digits.cli import app
 from digits.data import DigitData
 from digits.ensemble import build_ensemble
-from digits.finish import train_or_reuse
+from digits.finish import fit, train_or_reuse
 from digits.run import open_for_training, read_config, remove_stale_temporaries, run_state
-from digits.train import RunError, TrainConfig, fit, load_model, read_history, read_metrics
+from digits.train import RunError, TrainConfig, load_model, read_history, read_metrics
 
 runner = CliRunner()
 

@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 from digits.cli import app
 from digits.data import DigitData
 from digits.evaluate import model_probabilities
-from digits.train import TrainConfig, fit
+from digits.finish import fit
+from digits.train import TrainConfig
 from digits.tta import VIEWS, transform, tta_probabilities
 
 

@@ -17,8 +17,9 @@ from typer.testing import CliRunner
 from digits import tune as tuning
 from digits.cli import app
 from digits.data import DigitData, load_dataset
+from digits.finish import fit
 from digits.models import REGISTRY, create_model
-from digits.train import EpochRecord, TrainConfig, fit, read_history, read_metrics
+from digits.train import EpochRecord, TrainConfig, read_history, read_metrics
 from digits.tune import SPACES, model_family, suggest_config, tune
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -2,7 +2,7 @@
 directory (digits.run): config, history, the best epoch's weights, a checkpoint per epoch.
 
 Finishing the run (test metrics, calibration, model.onnx, the finished marker) is a floor up, in
-digits.finish; `fit` here is kept as the one call that does both, for library users.
+digits.finish, whose `fit` is the one call that does both; nothing here imports it.
 
 The whole data set lives in memory as one tensor and batches are gathered by index, so there is no
 per-sample Python on the hot path. Each epoch reseeds from (seed, epoch): a run resumed after a kill
@@ -65,7 +65,6 @@ __all__ = [
     "RunError",
     "TrainConfig",
     "Trained",
-    "fit",
     "load_data",
     "load_model",
     "load_weights",
@@ -342,28 +341,3 @@ def _add_negatives(
     picked = negatives[torch.randint(len(negatives), (count,))]
     other = torch.full((count,), 10, dtype=labels.dtype)
     return torch.cat([images, picked]), torch.cat([labels, other])
-
-
-def fit(
-    config: TrainConfig,
-    out_dir: str | Path,
-    *,
-    resume: bool = False,
-    progress: bool = False,
-    data: DigitData | None = None,
-    stop_after_epoch: int | None = None,
-    on_epoch: Callable[[EpochRecord], None] | None = None,
-) -> Path:
-    """Train, then finish the run (digits.finish.fit); return the run directory."""
-    # The one reach upward, at call time only: the loop above stands without it.
-    from digits.finish import fit as fit_and_finish
-
-    return fit_and_finish(
-        config,
-        out_dir,
-        resume=resume,
-        progress=progress,
-        data=data,
-        stop_after_epoch=stop_after_epoch,
-        on_epoch=on_epoch,
-    )
