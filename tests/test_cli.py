@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from digits.cli import app
 from digits.data import DigitData
-from tests.helpers import kaggle_csv
+from tests.helpers import kaggle_csv, tiny_model
 
 runner = CliRunner()
 
@@ -142,33 +142,6 @@ def test_errors_are_one_line_naming_the_input(tmp_path: Path) -> None:
 
 
 # --- digits predict on mixed folders: every input gets its own entry ------------------------
-
-
-def tiny_model(path: Path) -> Path:
-    """A 784×10 linear ONNX model (logits only), built in milliseconds: for the tests of what
-    the commands do around the model, where its answers do not matter."""
-    import numpy as np
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    weights = np.random.default_rng(0).normal(size=(784, 10)).astype(np.float32)
-    graph = helper.make_graph(
-        [
-            helper.make_node("Reshape", ["images", "shape"], ["flat"]),
-            helper.make_node("MatMul", ["flat", "w"], ["logits"]),
-        ],
-        "tiny",
-        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["n", 1, 28, 28])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 10])],
-        initializer=[
-            numpy_helper.from_array(weights, "w"),
-            numpy_helper.from_array(np.array([-1, 784], dtype=np.int64), "shape"),
-        ],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.save(model, path)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ from PIL import Image, ImageDraw
 from digits.data.readers import DataFormatError, read_idx, read_kaggle_csv, read_npz
 from digits.preprocess import ImageError, Preprocessed, preprocess
 from digits.serve import Settings, create_app
-from tests.helpers import idx_bytes, kaggle_csv
+from tests.helpers import idx_bytes, kaggle_csv, tiny_model
 
 FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP")
 MODES = ("1", "L", "LA", "P", "RGB", "RGBA", "I;16", "I", "F", "CMYK", "LAB", "YCbCr")
@@ -287,31 +287,6 @@ def test_damaged_data_files_raise_only_data_format_error(
 
 
 # --- the HTTP app ----------------------------------------------------------------------------
-
-
-def tiny_model(path: Path) -> Path:
-    """A 784×10 linear ONNX model, built in milliseconds: its answers do not matter here."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    weights = np.random.default_rng(0).normal(size=(784, 10)).astype(np.float32)
-    graph = helper.make_graph(
-        [
-            helper.make_node("Reshape", ["images", "shape"], ["flat"]),
-            helper.make_node("MatMul", ["flat", "w"], ["logits"]),
-        ],
-        "tiny",
-        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["n", 1, 28, 28])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 10])],
-        initializer=[
-            numpy_helper.from_array(weights, "w"),
-            numpy_helper.from_array(np.array([-1, 784], dtype=np.int64), "shape"),
-        ],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.save(model, path)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,7 @@ from typer.testing import CliRunner, Result
 from digits.cli import app
 from digits.data import DigitData
 from digits.predictor import Predictor
-from tests.helpers import kaggle_csv, random_digits
-from tests.test_cli import tiny_model
+from tests.helpers import kaggle_csv, random_digits, tiny_model
 
 runner = CliRunner()
 
