@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-all lint benchmarks clean
+.PHONY: install system-deps demo test test-all lint benchmarks clean
 
 install: $(STAMP)
 
@@ -17,15 +17,19 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[all]'
 	touch $(STAMP)
 
+# What the tests drive besides Python (Chromium for the browser tests), installed when missing.
+system-deps:
+	tools/system-deps
+
 demo: install
 	$(BIN)/digits data fetch
 	$(BIN)/digits compare --models ann,cnn --epochs 2 --out runs/demo
 
-test: install
+test: install system-deps
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 # Everything, including the checks marked slow (full-data training gates).
-test-all: install
+test-all: install system-deps
 	$(BIN)/python -m pytest -q -m "slow or not slow" $(PYTEST_ARGS)
 
 lint: install

@@ -761,3 +761,42 @@ def test_bodies_held_at_once_stay_within_the_budget() -> None:
     assert statuses == [200] * 4
     assert 0 < most <= 1000
     assert middleware.buffered == 0
+
+
+def test_chunked_bodies_arriving_together_do_not_wait_on_one_another() -> None:
+    from digits.serve.limits import BodyLimitMiddleware
+
+    # Room for three bodies at the limit; six chunked uploads (no Content-Length) interleave
+    # their chunks. Were room taken chunk by chunk, each would hold a share of it and wait
+    # for more that only the others could free, until every body deadline ran out (408).
+    middleware = BodyLimitMiddleware(echo_app, max_bytes=1000, body_budget=3000, body_timeout_s=2.0)
+    most = 0
+    answers: list[tuple[int, bytes]] = []
+
+    async def one(index: int) -> None:
+        chunks = [bytes([65 + index]) * 300 for _ in range(3)]
+        status: list[int] = []
+
+        async def receive() -> dict[str, Any]:
+            nonlocal most
+            await asyncio.sleep(0.02)
+            most = max(most, middleware.buffered)
+            chunk = chunks.pop(0)
+            return {"type": "http.request", "body": chunk, "more_body": bool(chunks)}
+
+        async def send(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                status.append(message["status"])
+            else:
+                answers.append((status[0], message.get("body", b"")))
+
+        await middleware(post_scope(), receive, send)
+
+    async def many() -> None:
+        await asyncio.wait_for(asyncio.gather(*(one(index) for index in range(6))), 10)
+
+    asyncio.run(many())
+    assert sorted(status for status, _ in answers) == [200] * 6
+    assert sorted(body for _, body in answers) == [bytes([65 + i]) * 900 for i in range(6)]
+    assert 0 < most <= 3000
+    assert middleware.buffered == 0

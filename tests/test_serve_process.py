@@ -273,3 +273,35 @@ def test_a_request_head_over_16_kb_gets_a_json_400(guarded_server: int) -> None:
         answer, _ = read_until_closed(connection)
     assert answer.startswith(b"HTTP/1.1 400")
     assert "16384 bytes" in json_of(answer)["detail"]
+
+
+def test_a_body_shorter_than_its_content_length_gets_408(guarded_server: int) -> None:
+    # The client claims 5 000 bytes, sends 100 and waits: the body deadline answers it.
+    head = (
+        b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 5000\r\n\r\n"
+    )
+    with raw_socket(guarded_server) as connection:
+        connection.sendall(head + b"{" + b" " * 99)
+        answer, seconds = read_until_closed(connection)
+    assert answer.startswith(b"HTTP/1.1 408"), answer
+    assert json_of(answer)["error"] == "timeout"
+    assert seconds < 5
+
+
+def test_a_body_longer_than_its_content_length_gets_json_4xx(guarded_server: int) -> None:
+    # The client claims 10 bytes and sends a whole JSON body: the service reads 10 bytes (not
+    # valid JSON: 4xx), and what follows is no request (a JSON 400), never a 5xx.
+    body = json.dumps({"pixels": [[0] * 28] * 28}).encode()
+    head = (
+        b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 10\r\n\r\n"
+    )
+    with raw_socket(guarded_server) as connection:
+        connection.sendall(head + body)
+        answer, _ = read_until_closed(connection)
+    responses = [b"HTTP/1.1 " + part for part in answer.split(b"HTTP/1.1 ") if part]
+    assert responses, answer
+    for response in responses:
+        assert 400 <= int(response.split()[1]) < 500, response
+        assert json_of(response)["error"]

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
@@ -232,9 +233,23 @@ def test_failed_train_leaves_no_directory_in_the_way(
 
 def test_unfinished_runs_are_refused_or_finished(tmp_path: Path, small_mnist: DigitData) -> None:
     stopped = fit(_config(model="ann"), tmp_path / "stopped", data=small_mnist, stop_after_epoch=1)
-    result = runner.invoke(app, ["evaluate", str(stopped)])
-    assert result.exit_code == 1
-    assert "training has not finished" in result.output and "--resume" in result.output
+    image = tmp_path / "seven.png"
+    Image.fromarray(small_mnist.x_test[0]).save(image)
+    # Every consumer of a run refuses it, in one line that says how to finish it.
+    for command in (
+        ["evaluate", str(stopped)],
+        ["report", str(stopped), "--out", str(tmp_path / "report")],
+        ["explain", str(stopped), str(image)],
+        ["predict", str(stopped), str(image)],
+    ):
+        result = runner.invoke(app, command)
+        assert result.exit_code == 1, command
+        assert "training has not finished" in result.output, command
+        assert f"--resume --out {stopped}" in result.output.replace("\n", ""), command
+    # Export writes the best epoch so far (that is how a run finishes) and says it is unfinished.
+    exported = runner.invoke(app, ["export", str(stopped), "--out", str(tmp_path / "x.onnx")])
+    assert exported.exit_code == 0, exported.output
+    assert "training has not finished" in exported.output
     # A run killed between metrics.json and model.onnx: not finished, for ensemble and compare.
     config = _config(model="ann", epochs=1)
     run = fit(config, tmp_path / "killed", data=small_mnist)

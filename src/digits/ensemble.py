@@ -29,7 +29,6 @@ from digits.run import (
     CONFIG_FILE,
     ENSEMBLE_FILE,
     FINISHED_FILE,
-    MEMBERS_DIR,
     METRICS_FILE,
     WEIGHTS_FILE,
     RunError,
@@ -43,6 +42,7 @@ from digits.run import (
     unfinished_message,
     write_json,
 )
+from digits.run_files import MEMBERS_DIR
 
 __all__ = [
     "ENSEMBLE_FILE",

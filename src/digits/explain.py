@@ -116,14 +116,15 @@ def explain(
     import torch
 
     from digits.calibration import run_temperature
-    from digits.run import load_model
+    from digits.run import load_model, require_finished
 
     run_dir = _torch_run_dir(model)
     name = name or describe_source(source)
     prepared = preprocess(source, name=name)
     if prepared.pixels is None:
         raise ValueError(f"{name}: nothing to explain ({prepared.reason})")
-    network = load_model(run_dir)
+    network = load_model(run_dir)  # damaged weights are named before "not finished"
+    require_finished(run_dir)
     temperature, _ = run_temperature(run_dir)
     inputs = torch.from_numpy(prepared.pixels.astype(np.float32) / 255.0)[None, None]
     with torch.inference_mode():

@@ -31,10 +31,10 @@ from digits.predictor import (
     LOGITS_OUTPUT,
     METADATA_PREFIX,
     NOT_DIGIT_OUTPUT,
-    ONNX_FILE,
     PROBABILITIES_OUTPUT,
 )
 from digits.preprocess import PREPROCESSING_VERSION
+from digits.run_files import ONNX_FILE
 
 PARITY_TOLERANCE = 1e-4
 OPSET = 17

@@ -23,8 +23,15 @@ import numpy as np
 
 from digits.answers import NOT_SURE_THRESHOLD, answer_kind, judge
 from digits.preprocess import PREPROCESSING_VERSION, ImageError, Source, describe_source, preprocess
+from digits.run_files import (
+    CONFIG_FILE,
+    ENSEMBLE_FILE,
+    ONNX_FILE,
+    WEIGHTS_FILE,
+    run_state,
+    unfinished_message,
+)
 
-ONNX_FILE = "model.onnx"
 INPUT_NAME = "images"
 LOGITS_OUTPUT = "logits"
 PROBABILITIES_OUTPUT = "probabilities"
@@ -93,9 +100,14 @@ def resolve_model_path(model: str | Path) -> Path:
     path = Path(model)
     if path.is_dir():
         onnx_path = path / ONNX_FILE
+        is_run = any((path / name).exists() for name in (CONFIG_FILE, ENSEMBLE_FILE))
+        # A run's model.onnx is only whole once the run is finished (calibrated, then exported);
+        # a folder holding just an .onnx file (an exported copy) is served as the file.
+        if is_run and run_state(path) != "finished":
+            raise ModelError(unfinished_message(path))
         if onnx_path.exists():
             return onnx_path
-        if (path / "model.safetensors").exists() or (path / "ensemble.json").exists():
+        if (path / WEIGHTS_FILE).exists():
             raise ModelError(
                 f"{path}: the run has no {ONNX_FILE}; create it with `digits export {path}`"
             )

@@ -28,7 +28,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,18 +40,18 @@ from digits.atomic import atomic_write_bytes, atomic_write_text
 from digits.config import EpochRecord, TrainConfig
 from digits.data import DigitData, load_dataset, load_mnist, stratified_split
 from digits.models import create_model
-
-WEIGHTS_FILE = "model.safetensors"
-CHECKPOINT_FILE = "checkpoint.pt"
-CONFIG_FILE = "config.json"
-HISTORY_FILE = "history.csv"
-METRICS_FILE = "metrics.json"
-ONNX_FILE = "model.onnx"  # the same name as digits.predictor.ONNX_FILE (not imported: torch-free)
-FINISHED_FILE = "finished.json"
-ENSEMBLE_FILE = "ensemble.json"
-MEMBERS_DIR = "members"
-
-State = Literal["empty", "created", "training", "finished"]
+from digits.run_files import (
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    ENSEMBLE_FILE,
+    FINISHED_FILE,
+    HISTORY_FILE,
+    METRICS_FILE,
+    WEIGHTS_FILE,
+    is_ensemble,
+    run_state,
+    unfinished_message,
+)
 
 
 class RunError(ValueError):
@@ -185,53 +185,9 @@ def read_metrics(run_dir: str | Path) -> dict[str, Any]:
 # --- states --------------------------------------------------------------------------------
 
 
-def is_ensemble(run_dir: str | Path) -> bool:
-    return (Path(run_dir) / ENSEMBLE_FILE).exists()
-
-
-def run_state(run_dir: str | Path) -> State:
-    """empty (nothing there), created (a config, no epoch yet), training (epochs saved, not
-    finished) or finished (finished.json, written after metrics, calibration and model.onnx)."""
-    run_dir = Path(run_dir)
-    # The marker is written last; a run missing a file it promises (removed since) is not done.
-    promised = (FINISHED_FILE, METRICS_FILE, ONNX_FILE)
-    if all((run_dir / name).exists() for name in promised):
-        return "finished"
-    if not (run_dir / FINISHED_FILE).exists() and _finished_before_marker(run_dir):
-        return "finished"
-    if is_ensemble(run_dir) or any(
-        (run_dir / name).exists() for name in (CHECKPOINT_FILE, HISTORY_FILE, WEIGHTS_FILE)
-    ):
-        return "training"
-    return "created" if (run_dir / CONFIG_FILE).exists() else "empty"
-
-
-def _finished_before_marker(run_dir: Path) -> bool:
-    """Runs made before finished.json existed: metrics with a calibration, and model.onnx."""
-    if not ((run_dir / METRICS_FILE).exists() and (run_dir / ONNX_FILE).exists()):
-        return False
-    try:
-        return "calibration" in read_json(run_dir / METRICS_FILE)
-    except RunError:
-        return False
-
-
 def mark_finished(run_dir: Path) -> None:
     """The last write of a run: everything it promises is on disk."""
     write_json(run_dir / FINISHED_FILE, {"finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-
-
-def unfinished_message(run_dir: str | Path) -> str:
-    run_dir = Path(run_dir)
-    if is_ensemble(run_dir):
-        return (
-            f"{run_dir}: the ensemble was not finished (no {FINISHED_FILE}); "
-            "run the same `digits train --ensemble` command again to finish it"
-        )
-    return (
-        f"{run_dir}: training has not finished (no {FINISHED_FILE}); "
-        f"finish it with `digits train --resume --out {run_dir}`"
-    )
 
 
 def require_finished(run_dir: str | Path) -> Path:

@@ -157,7 +157,16 @@ def export_command(
 ) -> None:
     """Export a run to ONNX (any batch size), checked against torch, metadata inside."""
     from digits.export import ExportError, export_run
+    from digits.run_files import run_state, unfinished_message
 
+    if run.is_dir() and run_state(run) in ("created", "training"):
+        # Exporting is how a run finishes, so it is allowed; the copy is the best epoch so far.
+        err_console.print(
+            f"warning: {unfinished_message(run)}; exporting the best epoch so far",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
     try:
         result = export_run(run, out)
     except ExportError as exc:

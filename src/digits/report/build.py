@@ -29,6 +29,7 @@ from digits.run import (
     load_model,
     read_history,
     read_metrics,
+    require_finished,
 )
 
 HTML_FILE = "report.html"
@@ -219,7 +220,8 @@ def build_report(
         raise RunError(f"{run_dir}: no such run directory")
     out = Path(out_dir) if out_dir is not None else run_dir / "report"
     config = _read_config(run_dir)
-    model = load_model(run_dir)
+    model = load_model(run_dir)  # damaged weights are named before "not finished"
+    require_finished(run_dir)
     if data is None:
         data = load_data(config) if config is not None else load_mnist()
     evaluation = held_out(config, data, run_dir)

@@ -126,12 +126,12 @@ class BodyLimitMiddleware:
         self, receive: Receive, held: list[int], declared: int | None
     ) -> tuple[bytes, bool] | None:
         """The whole body, or as soon as it passes the limit the part read so far, and whether
-        that is all of it; None when the client disconnects. A declared body is counted against
-        the budget whole, before it is read (so that no request holds part of the room while
-        waiting for the rest); a chunked one chunk by chunk."""
-        if declared is not None:
-            await self._reserve(declared)
-            held[0] = declared
+        that is all of it; None when the client disconnects. Room in the budget is reserved
+        whole before anything is read, the declared size or, for a chunked body, the limit: a
+        request never holds part of the room while it waits for the rest, so uploads that
+        arrive together cannot each hold a share and wait on one another."""
+        held[0] = declared if declared is not None else self.max_bytes
+        await self._reserve(held[0])
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -139,9 +139,6 @@ class BodyLimitMiddleware:
             if message["type"] == "http.disconnect":
                 return None
             chunk = message.get("body", b"")
-            if declared is None or size + len(chunk) > declared:
-                await self._reserve(len(chunk))
-                held[0] += len(chunk)
             size += len(chunk)
             chunks.append(chunk)
             complete = not message.get("more_body", False)
