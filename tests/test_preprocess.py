@@ -458,3 +458,63 @@ def test_a_plain_bar_of_any_width_is_a_one(width: int) -> None:
     assert rows.max() - rows.min() >= 18 and cols.max() - cols.min() <= 8  # tall and narrow
     centre = (result.pixels * np.arange(28)[None, :]).sum() / result.pixels.sum()
     assert abs(centre - 14) < 1
+
+
+def _canvas_and_scan_inputs(mnist: DigitData) -> list[Image.Image]:
+    """Inputs with one exact paper level: drawings on the page's canvas (pen digits of several
+    widths in the middle of 160 px, anti-aliased, either polarity), MNIST digits printed on
+    white with a margin, two-level scans with a margin."""
+    inputs: list[Image.Image] = []
+    for digit in range(10):
+        glyph = pen_glyph(digit, stroke=0.05 + 0.005 * digit, seed=digit)
+        ink = Image.fromarray(np.uint8(255 - 255 * glyph)).resize((112, 112))
+        canvas = Image.new("L", (160, 160), 255)
+        canvas.paste(ink, (24, 24))
+        inputs += [canvas, ImageOps.invert(canvas)]
+        inputs.append(_margin(Image.fromarray(255 - mnist.x_test[digit]), 0.5))
+        inputs.append(_margin(two_level(tight_scan(digit, 16, seed=digit), "L"), 0.5))
+    return inputs
+
+
+def test_the_one_level_paper_shortcut_changes_no_answer(
+    mnist: DigitData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    taken = []
+    shortcut = pp._one_level_paper
+
+    def recording(coarse: np.ndarray) -> tuple[float, int] | None:
+        found = shortcut(coarse)
+        taken.append(found is not None)
+        return found
+
+    inputs = _canvas_and_scan_inputs(mnist)
+    monkeypatch.setattr(pp, "_one_level_paper", recording)
+    quick = [preprocess(image) for image in inputs]
+    monkeypatch.setattr(pp, "_one_level_paper", lambda coarse: None)
+    general = [preprocess(image) for image in inputs]
+    assert sum(taken) >= len(inputs) // 2  # the shortcut is really taken on such inputs
+    for index, (a, b) in enumerate(zip(quick, general, strict=True)):
+        assert a.reason == b.reason, index
+        assert a.box == b.box, index
+        assert a.pixels is not None and b.pixels is not None, index
+        assert np.array_equal(a.pixels, b.pixels), index
+
+
+@pytest.mark.parametrize(
+    "coarse",
+    [
+        np.pad(np.full((4, 4), 0.0), 6, constant_values=255.0),  # border one level: taken
+        np.pad(np.full((4, 4), 250.0), 6, constant_values=255.0),  # ink too faint
+        np.pad(
+            np.array([[0.0, 255.0], [250.0, 0.0]]).repeat(4, 0).repeat(4, 1),
+            6,
+            constant_values=128.0,
+        ),  # ink on both sides of the paper
+        np.pad(np.full((12, 12), 0.0), 2, constant_values=255.0),  # ink over a fifth
+        np.full((16, 16), 255.0),  # blank
+    ],
+)
+def test_the_shortcut_leaves_other_images_to_the_general_path(coarse: np.ndarray) -> None:
+    found = pp._one_level_paper(coarse)
+    taken = coarse.shape == (16, 16) and coarse[8, 8] == 0.0 and coarse[3, 3] == 255.0
+    assert (found == (255.0, -1)) if taken else found is None
