@@ -1,5 +1,5 @@
--- wrk script for benchmarks/load_predict.py: POST one image to /api/predict, either as a
--- multipart upload of a PNG (the way the drawing page sends a drawing) or as JSON pixels, and print
+-- wrk script for benchmarks/load_predict.py: POST one image to /api/predict, as the PNG itself
+-- (the way the drawing page sends a drawing), as a multipart upload of it, or as JSON pixels; print
 -- wrk's summary as one JSON line at the end.
 local path = os.getenv("DIGITS_LOAD_BODY")
 local file = assert(io.open(path, "rb"), "cannot open " .. tostring(path))
@@ -7,8 +7,12 @@ local payload = file:read("*a")
 file:close()
 
 wrk.method = "POST"
-if os.getenv("DIGITS_LOAD_KIND") == "pixels" then
+local kind = os.getenv("DIGITS_LOAD_KIND")
+if kind == "pixels" then
   wrk.headers["Content-Type"] = "application/json"
+  wrk.body = payload
+elseif kind == "drawing" then
+  wrk.headers["Content-Type"] = "image/png"
   wrk.body = payload
 else
   local boundary = "digits-load-boundary"

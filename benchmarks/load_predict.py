@@ -1,15 +1,16 @@
 """Load on the web service: single-image predict at concurrency 8 for 60 s, on loopback only.
 
     .venv/bin/python benchmarks/load_predict.py [MODEL] [--duration 60] [--connections 8]
-                                                [--workers 1] [--payload drawing|pixels]
+                                                [--workers 1] [--payload drawing|upload|pixels]
 
 Starts `digits serve MODEL` on a free 127.0.0.1 port, checks one answer, warms up, then runs wrk
-(Debian package `wrk`) with benchmarks/load_predict.lua. The payload is either what the drawing
-page sends after a stroke, a 160×160 PNG of a handwritten digit as a multipart upload (decoded
-and prepared like any photo), or the same digit as 784 MNIST pixels in JSON (straight to the
-model). The server's resident memory (its whole process tree) is sampled every second.
-Everything stops by itself: wrk ends after --duration, and every wait has a timeout. Prints a
-summary and writes benchmarks/results/load_predict-PAYLOAD-wWORKERS.json.
+(Debian package `wrk`) with benchmarks/load_predict.lua. The payload is what the drawing page
+sends after a stroke, a 160×160 PNG of a handwritten digit as the body itself (`drawing`:
+Content-Type image/png; decoded and prepared like any photo), the same PNG as a multipart upload
+(`upload`: what `curl -F file=@x.png` sends), or the same digit as 784 MNIST pixels in JSON
+(`pixels`: straight to the model). The server's resident memory (its whole process tree) is
+sampled every second. Everything stops by itself: wrk ends after --duration, and every wait has
+a timeout. Prints a summary and writes benchmarks/results/load_predict-PAYLOAD-wWORKERS.json.
 """
 
 from __future__ import annotations
@@ -142,7 +143,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=8, help="concurrent connections")
     parser.add_argument("--workers", type=int, default=1, help="server worker processes")
     parser.add_argument("--wrk-threads", type=int, default=1, help="wrk threads (client)")
-    parser.add_argument("--payload", choices=("drawing", "pixels"), default="drawing")
+    parser.add_argument("--payload", choices=("drawing", "upload", "pixels"), default="drawing")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is missing: apt-get install -y wrk")
@@ -163,7 +164,11 @@ def main() -> None:
             }
         else:
             body = drawing_png()
-            request = {"files": {"file": ("drawing.png", body, "image/png")}}
+            request = (
+                {"files": {"file": ("drawing.png", body, "image/png")}}
+                if args.payload == "upload"
+                else {"content": body, "headers": {"content-type": "image/png"}}
+            )
         check = httpx2.post(f"{base}/api/predict", timeout=10, **request).json()
         if check.get("digit") != 7:
             raise SystemExit(f"unexpected answer before the run: {check}")

@@ -10,6 +10,7 @@ import asyncio
 import base64
 import io
 import json
+import re
 import struct
 import zlib
 from collections.abc import Iterator
@@ -141,7 +142,7 @@ def test_docs_page_is_offline_and_lists_every_route(client: TestClient) -> None:
         assert path in docs.text
     schema = client.get("/openapi.json").json()
     content = schema["paths"]["/api/predict"]["post"]["requestBody"]["content"]
-    assert set(content) == {"multipart/form-data", "application/json"}
+    assert set(content) == {"multipart/form-data", "image/*", "application/json"}
     assert "PredictResponse" in schema["components"]["schemas"]
 
 
@@ -205,11 +206,17 @@ def test_blank_image_is_no_digit(client: TestClient) -> None:
     blank = encode(Image.new("L", (300, 300), 255))
     body = client.post("/api/predict", **upload(blank)).json()
     assert body["digit"] is None
+    assert body["answer"] == "no_digit"
     assert body["reason"].startswith("no digit")
     assert body["preview"] is None
+    # Nothing reached the model: no confidence and no probabilities, rather than zeros.
+    assert body["confidence"] is None
+    assert body["probabilities"] is None
     pixels = client.post("/api/predict", json={"pixels": [0] * 784}).json()
     assert pixels["digit"] is None
     assert pixels["reason"].startswith("no digit")
+    assert pixels["confidence"] is None
+    assert pixels["probabilities"] is None
 
 
 def test_low_confidence_is_not_sure(
@@ -800,3 +807,119 @@ def test_chunked_bodies_arriving_together_do_not_wait_on_one_another() -> None:
     assert sorted(body for _, body in answers) == [bytes([65 + i]) * 900 for i in range(6)]
     assert 0 < most <= 3000
     assert middleware.buffered == 0
+
+
+# --- the API reference ----------------------------------------------------------------------------
+
+
+def test_every_schema_reference_in_the_openapi_document_resolves(client: TestClient) -> None:
+    document = client.get("/openapi.json").json()
+    defined = set(document["components"]["schemas"])
+
+    def references(value: Any) -> list[str]:
+        if isinstance(value, dict):
+            found = [value["$ref"]] if isinstance(value.get("$ref"), str) else []
+            return found + [ref for item in value.values() for ref in references(item)]
+        if isinstance(value, list):
+            return [ref for item in value for ref in references(item)]
+        return []
+
+    refs = references(document)
+    prefix = "#/components/schemas/"
+    assert f"{prefix}PredictRequest" in refs  # the JSON bodies, documented by hand
+    assert f"{prefix}ReadRequest" in refs
+    assert {ref.removeprefix(prefix) for ref in refs} <= defined
+    pixels = document["components"]["schemas"]["PredictRequest"]["properties"]["pixels"]
+    assert pixels["anyOf"][0]["minItems"] == 784
+
+
+def test_docs_page_renders_markdown_and_links_every_schema(client: TestClient) -> None:
+    docs = client.get("/docs")
+    assert docs.status_code == 200
+    # The same policy as the drawing page: no inline style or script, nothing from elsewhere.
+    assert (
+        docs.headers["content-security-policy"]
+        == client.get("/").headers["content-security-policy"]
+    )
+    html = docs.text
+    assert "<style" not in html
+    assert "<script" not in html
+    assert "`" not in html  # every Markdown code span became <code>
+    assert "$ref" not in html
+    assert "<code>reason</code>" in html  # from the description of /api/predict
+    assert client.get("/static/docs.css").status_code == 200
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    anchors = set(re.findall(r'id="([^"]+)"', html))
+    links = set(re.findall(r'href="#([^"]+)"', html))
+    assert set(schemas) <= anchors  # every schema has its section...
+    assert links <= anchors  # ...and every link inside the page leads to one
+    assert {"PredictRequest", "PredictResponse", "ErrorResponse", "Box"} <= links
+    # A nullable field reads as such, and its description keeps its Markdown.
+    assert "number or null" in html
+    assert "<code>&quot;no_digit&quot;</code>" in html
+
+
+def test_docs_schema_types_read_as_words() -> None:
+    from digits.serve.routes.docs import schema_type
+
+    assert (
+        schema_type({"$ref": "#/components/schemas/Box"}) == '<a href="#Box"><code>Box</code></a>'
+    )
+    assert schema_type(
+        {"anyOf": [{"type": "integer", "minimum": 0, "maximum": 9}, {"type": "null"}]}
+    ) == ("integer (0–9) or null")
+    assert schema_type(
+        {"type": "array", "items": {"type": "number"}, "minItems": 10, "maxItems": 10}
+    ) == ("array of number (exactly 10 items)")
+    assert schema_type({"type": "string", "format": "binary"}) == "string (binary)"
+    assert (
+        schema_type({"enum": ["a", "b"]})
+        == "one of <code>&quot;a&quot;</code>, <code>&quot;b&quot;</code>"
+    )
+
+
+def test_docs_markdown_cannot_inject_markup_and_parameters_are_listed() -> None:
+    from digits.serve.routes.docs import render
+
+    operation = {
+        "operationId": "find",
+        "description": "Finds `things`. <script>alert(1)</script> [x](javascript:alert(1))",
+        "parameters": [
+            {"name": "limit", "in": "query", "required": False, "schema": {"type": "integer"}},
+        ],
+        "responses": {"200": {"description": "**Found**"}},
+    }
+    html = render({"info": {"title": "t"}, "paths": {"/find": {"get": operation}}})
+    assert "<code>things</code>" in html
+    assert "<script" not in html
+    assert 'href="javascript:' not in html
+    assert "<strong>Found</strong>" in html
+    assert "<td><code>limit</code></td><td>query</td><td>integer</td><td>no</td>" in html
+
+
+def test_head_on_the_docs(client: TestClient) -> None:
+    response = client.head("/docs")
+    assert response.status_code == 200
+    assert response.content == b""
+
+
+def test_an_image_sent_as_the_body_itself(
+    client: TestClient, sure_digits: tuple[np.ndarray, np.ndarray]
+) -> None:
+    # What the page sends: the PNG as the body, with its own type; no form to parse.
+    png = encode(paper(sure_digits[0][3]), "PNG")
+    raw = client.post("/api/predict", content=png, headers={"content-type": "image/png"})
+    form = client.post("/api/predict", **upload(png, "d.png", "image/png"))
+    assert raw.status_code == 200, raw.text
+    assert raw.json() == form.json()
+    assert raw.json()["digit"] == int(sure_digits[1][3])
+    read = client.post("/api/read", content=png, headers={"content-type": "image/png"})
+    assert read.status_code == 200 and read.json()["text"] == str(int(sure_digits[1][3]))
+    # The content decides, as for uploads: a declared image type that holds no image is 415.
+    text = client.post(
+        "/api/predict", content=b"hello " * 50, headers={"content-type": "image/png"}
+    )
+    assert text.status_code == 415
+    assert text.json()["error"] == "unsupported_media_type"
+    empty = client.post("/api/predict", content=b"", headers={"content-type": "image/jpeg"})
+    assert empty.status_code == 400 and "empty" in empty.json()["detail"]

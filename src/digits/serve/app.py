@@ -52,9 +52,14 @@ def create_app(settings: Settings | None = None, recognizer: Recognizer | None =
     app.state.recognizer = recognizer
 
     install_error_handlers(app)
+    docs.complete_openapi(app)  # request bodies documented by hand name their models by $ref
     app.include_router(page.router)
     # Load balancers and uptime checks probe with HEAD; FastAPI routes answer only what they list.
-    for path, endpoint in (("/", page.index), ("/api/health", meta.health)):
+    for path, endpoint in (
+        ("/", page.index),
+        ("/docs", docs.api_docs),
+        ("/api/health", meta.health),
+    ):
         app.add_api_route(path, endpoint, methods=["HEAD"], include_in_schema=False)
     app.include_router(docs.router)
     app.include_router(meta.router, prefix="/api")

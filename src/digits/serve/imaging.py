@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import io
 import struct
 import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
 
+import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
@@ -67,45 +71,30 @@ def decode_base64(text: str, max_bytes: int) -> bytes:
         raise bad_input("image: not valid base64") from None
 
 
-def decode_image(data: bytes, max_bytes: int, max_pixels: int) -> tuple[Image.Image, float]:
-    """A fully decoded image from file bytes, and the factor from its pixels to the file's
-    (above 1 when a JPEG was decoded at reduced scale or a large image reduced after decoding);
-    or an APIError saying what is wrong."""
-    if not data:
-        raise bad_input("the image is empty (0 bytes)")
-    if len(data) > max_bytes:
-        # A multipart file is read one byte past the limit: the size beyond is unknown.
-        raise too_large(f"the image is over {max_bytes} bytes, the limit")
+@dataclass(frozen=True)
+class OpenedImage:
+    """An image file whose header is read and checked, its pixels not decoded yet."""
+
+    image: Image.Image
+    data: bytes
+    size: tuple[int, int]
+    """Width and height as the file declares them."""
+
+    @property
+    def decoded_pixels(self) -> int:
+        """How many pixels decoding will produce (fewer than declared for a JPEG in draft)."""
+        width, height = self.image.size
+        return width * height
+
+
+@contextlib.contextmanager
+def _decoding(data: bytes) -> Iterator[None]:
+    """Pillow's many ways of saying "bad file" turned into the API's errors."""
     try:
         with warnings.catch_warnings():
-            # Our own pixel limit below is the guard; Pillow's warning would only add noise.
+            # Our own pixel limit is the guard; Pillow's warning would only add noise.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=FORMATS)
-            width, height = image.size
-            if width < 1 or height < 1:
-                raise bad_input(f"the image has no pixels ({width}×{height})")
-            if image.format == "JPEG":
-                # Sets the size it will decode at (1/2, 1/4 or 1/8 while both sides stay at
-                # least DRAFT_SIDE): the pixel limit is on that, what decoding costs.
-                image.draft(image.mode, (DRAFT_SIDE, DRAFT_SIDE))
-            decoded_width, decoded_height = image.size
-            if decoded_width * decoded_height > max_pixels:
-                at = (
-                    ""
-                    if image.size == (width, height)
-                    else f", {decoded_width}×{decoded_height} when decoded at reduced scale"
-                )
-                raise too_large(
-                    f"the image is {width}×{height} = {width * height} pixels{at}; "
-                    f"the limit is {max_pixels}"
-                )
-            image.seek(0)  # the first frame of an animation
-            image.load()
-            if image.format == "JPEG":
-                short = jpeg_short_of_data(data)
-                if short is not None:  # Pillow fills a truncated JPEG with grey, silently
-                    raise bad_input(f"the image is truncated or corrupt: {short}")
-            decoded = _reduced(image)
+            yield
     except APIError:
         raise
     except UnidentifiedImageError:
@@ -122,7 +111,58 @@ def decode_image(data: bytes, max_bytes: int, max_pixels: int) -> tuple[Image.Im
         # Pillow reports corrupt and truncated data with many exception types (OSError,
         # SyntaxError, ValueError, struct.error, EOFError...): all of them mean bad input.
         raise bad_input(f"the image could not be decoded: {type(exc).__name__}: {exc}") from None
-    return decoded, max(width, height) / max(decoded.size)
+
+
+def open_image(data: bytes, max_bytes: int, max_pixels: int) -> OpenedImage:
+    """Read an image file's header and check it against the limits, decoding no pixel: cheap
+    enough for the event loop, and what tells whether decoding will be cheap too."""
+    if not data:
+        raise bad_input("the image is empty (0 bytes)")
+    if len(data) > max_bytes:
+        # A multipart file is read one byte past the limit: the size beyond is unknown.
+        raise too_large(f"the image is over {max_bytes} bytes, the limit")
+    with _decoding(data):
+        image = Image.open(io.BytesIO(data), formats=FORMATS)
+        width, height = image.size
+        if width < 1 or height < 1:
+            raise bad_input(f"the image has no pixels ({width}×{height})")
+        if image.format == "JPEG":
+            # Sets the size it will decode at (1/2, 1/4 or 1/8 while both sides stay at
+            # least DRAFT_SIDE): the pixel limit is on that, what decoding costs.
+            image.draft(image.mode, (DRAFT_SIDE, DRAFT_SIDE))
+        decoded_width, decoded_height = image.size
+        if decoded_width * decoded_height > max_pixels:
+            at = (
+                ""
+                if image.size == (width, height)
+                else f", {decoded_width}×{decoded_height} when decoded at reduced scale"
+            )
+            raise too_large(
+                f"the image is {width}×{height} = {width * height} pixels{at}; "
+                f"the limit is {max_pixels}"
+            )
+    return OpenedImage(image, data, (width, height))
+
+
+def decode_opened(opened: OpenedImage) -> tuple[Image.Image, float]:
+    """The opened image fully decoded, and the factor from its pixels to the file's (above 1
+    when a JPEG was decoded at reduced scale or a large image reduced after decoding)."""
+    image = opened.image
+    with _decoding(opened.data):
+        image.seek(0)  # the first frame of an animation
+        image.load()
+        if image.format == "JPEG":
+            short = jpeg_short_of_data(opened.data)
+            if short is not None:  # Pillow fills a truncated JPEG with grey, silently
+                raise bad_input(f"the image is truncated or corrupt: {short}")
+        decoded = _reduced(image)
+    return decoded, max(opened.size) / max(decoded.size)
+
+
+def decode_image(data: bytes, max_bytes: int, max_pixels: int) -> tuple[Image.Image, float]:
+    """A fully decoded image from file bytes, and the factor from its pixels to the file's;
+    or an APIError saying what is wrong (`open_image`, then `decode_opened`)."""
+    return decode_opened(open_image(data, max_bytes, max_pixels))
 
 
 def pixels_to_array(pixels: list[float]) -> np.ndarray:
@@ -136,7 +176,9 @@ def pixels_to_array(pixels: list[float]) -> np.ndarray:
 
 
 def png_data_url(image: np.ndarray) -> str:
-    """A 2-D uint8 array as a PNG data URL, for showing the user what the model saw."""
-    buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8)).save(buffer, "PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    """A 2-D uint8 array as a PNG data URL, for showing the user what the model saw. Encoded
+    by OpenCV: a fifth of the time Pillow takes for a 28×28, once per answer."""
+    encoded, png = cv2.imencode(".png", np.ascontiguousarray(image, dtype=np.uint8))
+    if not encoded:  # (a 2-D uint8 array always encodes; this would be a bug)
+        raise ValueError(f"could not encode a {image.shape} array as PNG")
+    return "data:image/png;base64," + base64.b64encode(png.tobytes()).decode("ascii")

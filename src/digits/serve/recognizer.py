@@ -21,7 +21,7 @@ from digits.predictor import Predictor
 from digits.preprocess import ImageError, preprocess
 from digits.segment import read_number
 from digits.serve.errors import APIError, bad_input
-from digits.serve.imaging import decode_image, png_data_url
+from digits.serve.imaging import OpenedImage, decode_image, decode_opened, png_data_url
 from digits.serve.schemas import Box, PredictResponse, ReadDigit, ReadResponse
 
 log = logging.getLogger("digits.serve")
@@ -104,13 +104,15 @@ class Recognizer:
         )
 
     def _no_digit(self, reason: str) -> PredictResponse:
+        # Nothing reached the model, so there is no confidence and no probability to give:
+        # zeros would read as a model that is sure of nothing, and would not sum to 1.
         return PredictResponse(
             digit=None,
             answer="no_digit",
             reason=reason,
             not_digit=None,
-            confidence=0.0,
-            probabilities=[0.0] * 10,
+            confidence=None,
+            probabilities=None,
             preview=None,
             model=self.info.name,
         )
@@ -121,9 +123,10 @@ class Recognizer:
             return self._no_digit("no digit: the pixels are blank")
         return self._answer(pixels)
 
-    def predict_file(self, data: bytes, max_bytes: int, max_pixels: int) -> PredictResponse:
-        """An image file: decoded within the limits, prepared as MNIST was, then classified."""
-        image, _ = decode_image(data, max_bytes, max_pixels)
+    def predict_opened(self, opened: OpenedImage) -> PredictResponse:
+        """An image file whose header was read and checked (`imaging.open_image`): decoded,
+        prepared as MNIST was, then classified."""
+        image, _ = decode_opened(opened)
         prepared = _prepared(lambda: preprocess(image, name="the image"))
         if prepared.pixels is None:
             return self._no_digit(prepared.reason or "no digit")

@@ -46,24 +46,28 @@ class Prediction(BaseModel):
         le=9,
     )
     answer: Answer = Field(
-        description='What kind of answer this is: a digit; "no_digit" (nothing written); '
-        '"not_digit" (a letter, symbol or drawing); "not_sure" (below the threshold).'
+        description='What kind of answer this is: `"digit"`; `"no_digit"` (nothing written); '
+        '`"not_digit"` (a letter, symbol or drawing); `"not_sure"` (below the threshold).'
     )
     reason: str | None = Field(
         None,
         description='Why `digit` is null: "no digit: ...", "not a digit: ..." or "not sure: ...".',
     )
-    confidence: float = Field(
+    confidence: float | None = Field(
         description="Calibrated probability of the most likely digit, 0–1: of answers given at "
-        "90 %, about 9 in 10 are right."
+        '90 %, about 9 in 10 are right. Null for a `"no_digit"` answer: with nothing written, '
+        "there is nothing to be sure of."
     )
     not_digit: float | None = Field(
         None,
         description="Probability that the input is no digit at all; null for a model trained "
         'without the "not a digit" class.',
     )
-    probabilities: list[float] = Field(
-        description="Probability of each digit 0–9.", min_length=10, max_length=10
+    probabilities: list[float] | None = Field(
+        description='Probability of each digit 0–9; null for a `"no_digit"` answer, which the '
+        "model never saw.",
+        min_length=10,
+        max_length=10,
     )
     preview: str | None = Field(
         description="The 28×28 image the model saw, as a PNG data URL (null when there was none)."
@@ -97,7 +101,7 @@ class ReadResponse(BaseModel):
 
 
 class Health(BaseModel):
-    status: str = Field(description='"ok" when a model is loaded and answering.')
+    status: str = Field(description='`"ok"` when a model is loaded and answering.')
     model: str
     version: str
     uptime_s: float
@@ -123,5 +127,8 @@ class ModelInfo(BaseModel):
 
 
 class ErrorResponse(BaseModel):
-    error: str = Field(description="A stable code: bad_input, too_large, not_found, ...")
+    error: str = Field(
+        description="A stable code: `bad_input`, `too_large`, `unsupported_media_type`, `busy`, "
+        "`not_found`, ..."
+    )
     detail: str = Field(description="What is wrong, for a person.")

@@ -1,13 +1,15 @@
 """`POST /api/predict` and `POST /api/read`: an image in, the digit (or digits) out.
 
 Both take the image as a multipart upload (field `file`) or as JSON; /api/predict also takes 784
-MNIST pixels. Decoding and inference run in the thread pool: a large photo takes tens of
-milliseconds to decode and must not hold up the event loop, and ONNX Runtime releases the GIL.
+MNIST pixels. Large images are decoded and prepared in the thread pool: a photo takes tens of
+milliseconds and must not hold up the event loop. Small ones (the page's drawings, scans of a
+digit) take about a millisecond, less than the hop to the thread pool and back costs in CPU, so
+/api/predict prepares them inline; the header, read first in the loop, tells which is which.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -16,7 +18,7 @@ from starlette.datastructures import UploadFile
 
 from digits.serve.deps import RecognizerDep, SettingsDep
 from digits.serve.errors import APIError, unsupported
-from digits.serve.imaging import decode_base64, pixels_to_array
+from digits.serve.imaging import decode_base64, open_image, pixels_to_array
 from digits.serve.schemas import (
     ErrorResponse,
     PredictRequest,
@@ -27,6 +29,10 @@ from digits.serve.schemas import (
 from digits.serve.settings import Settings
 
 router = APIRouter(tags=["recognition"])
+
+# Images up to this many decoded pixels are prepared inline (preprocessing works at 320 pixels a
+# side, so up to that size the whole answer costs about a millisecond of CPU).
+INLINE_PIXELS = 320 * 320
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorResponse, "description": "The image could not be decoded."},
@@ -42,12 +48,13 @@ MULTIPART_SCHEMA = {
 
 
 def _body_doc(json_model: type[BaseModel]) -> dict[str, Any]:
-    """OpenAPI for a body that is either multipart with `file` or the JSON model."""
+    """OpenAPI for a body that is multipart with `file`, the image itself, or the JSON model."""
     return {
         "requestBody": {
             "required": True,
             "content": {
                 "multipart/form-data": {"schema": MULTIPART_SCHEMA},
+                "image/*": {"schema": {"type": "string", "format": "binary"}},
                 "application/json": {
                     "schema": {"$ref": f"#/components/schemas/{json_model.__name__}"}
                 },
@@ -94,8 +101,27 @@ def _media_type(request: Request) -> str:
 def _unsupported_body(media: str) -> APIError:
     return unsupported(
         f"content type {media or '(none)'!r}: send multipart/form-data with the image in field "
-        '"file", or application/json'
+        '"file", the image itself (image/*), or application/json'
     )
+
+
+JsonBody = TypeVar("JsonBody", bound=BaseModel)
+
+
+async def _image_or_json(
+    request: Request, settings: Settings, model: type[JsonBody]
+) -> bytes | JsonBody:
+    """The image file's bytes (multipart field `file`, or the body itself when it is sent as
+    image/*: no form to parse, the cheapest way in), or the JSON body as `model`."""
+    media = _media_type(request)
+    if media == "multipart/form-data":
+        return await _uploaded_file(request, settings)
+    if media.startswith("image/"):
+        return await request.body()  # bounded by the body limit already
+    if media == "application/json":
+        parsed: JsonBody = await _json_body(request, model)
+        return parsed
+    raise _unsupported_body(media)
 
 
 @router.post(
@@ -112,22 +138,17 @@ async def predict(request: Request, recognizer: RecognizerDep, settings: Setting
     ..."), the model takes it for a letter, symbol or drawing ("not a digit: ...", models trained
     with that class) or the confidence is below the threshold ("not sure: ..."). JSON `pixels`
     are taken as an MNIST image already and go to the model unchanged."""
-    media = _media_type(request)
-    if media == "multipart/form-data":
-        data = await _uploaded_file(request, settings)
-    elif media == "application/json":
-        body: PredictRequest = await _json_body(request, PredictRequest)
-        if body.pixels is not None:
+    data = await _image_or_json(request, settings, PredictRequest)
+    if isinstance(data, PredictRequest):
+        if data.pixels is not None:
             # A fraction of a millisecond of work: cheaper inline than a hop to the thread pool.
-            return _json(recognizer.predict_pixels(pixels_to_array(body.pixels)))
-        assert body.image is not None
-        data = decode_base64(body.image, settings.max_upload_bytes)
-    else:
-        raise _unsupported_body(media)
-    answer = await run_in_threadpool(
-        recognizer.predict_file, data, settings.max_upload_bytes, settings.max_pixels
-    )
-    return _json(answer)
+            return _json(recognizer.predict_pixels(pixels_to_array(data.pixels)))
+        assert data.image is not None
+        data = decode_base64(data.image, settings.max_upload_bytes)
+    opened = open_image(data, settings.max_upload_bytes, settings.max_pixels)
+    if opened.decoded_pixels <= INLINE_PIXELS:
+        return _json(recognizer.predict_opened(opened))
+    return _json(await run_in_threadpool(recognizer.predict_opened, opened))
 
 
 @router.post(
@@ -141,14 +162,9 @@ async def read(request: Request, recognizer: RecognizerDep, settings: SettingsDe
     """Every digit in an image, left to right, each with its box, confidence and preview.
 
     `text` joins them, with "?" for a digit the model is not sure of."""
-    media = _media_type(request)
-    if media == "multipart/form-data":
-        data = await _uploaded_file(request, settings)
-    elif media == "application/json":
-        body: ReadRequest = await _json_body(request, ReadRequest)
-        data = decode_base64(body.image, settings.max_upload_bytes)
-    else:
-        raise _unsupported_body(media)
+    data = await _image_or_json(request, settings, ReadRequest)
+    if isinstance(data, ReadRequest):
+        data = decode_base64(data.image, settings.max_upload_bytes)
     reading = await run_in_threadpool(
         recognizer.read_file, data, settings.max_upload_bytes, settings.max_pixels
     )

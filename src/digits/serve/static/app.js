@@ -1,5 +1,6 @@
 // The drawing page: strokes on a canvas (pointer events: mouse, touch and pen alike), sent to
-// /api/predict and /api/read after every stroke; a dropped or chosen photo goes the same way.
+// /api/predict and /api/read after every stroke; a dropped or chosen photo goes the same way, as
+// its own file, and strokes drawn on it are sent on the photo at the photo's own size.
 "use strict";
 
 (() => {
@@ -19,8 +20,11 @@
   // Strokes are kept in canvas-relative units (0–1), so a resize or undo redraws them exactly.
   let strokes = [];
   let current = null;
-  let photo = null; // an uploaded image drawn under the strokes
+  // An uploaded image drawn under the strokes: the file as chosen (sent again, byte for byte,
+  // whenever no stroke is on it) and the decoded bitmap the canvas shows.
+  let photo = null; // { file, name, bitmap }
   let sequence = 0; // answers to older requests are dropped when a newer one was sent
+  let penUps = 0; // strokes finished so far; each answer records the one it answers
 
   // A brush about a twelfth of the canvas gives strokes as thick, relative to a digit drawn
   // over most of the canvas, as MNIST's pen strokes are relative to its 20-pixel digits.
@@ -47,39 +51,51 @@
     }
   }
 
-  function redraw() {
-    const size = canvas.width;
-    context.fillStyle = "#fff";
-    context.fillRect(0, 0, size, size);
-    if (photo) {
-      const fit = Math.min(size / photo.width, size / photo.height);
-      const w = photo.width * fit;
-      const h = photo.height * fit;
-      context.drawImage(photo, (size - w) / 2, (size - h) / 2, w, h);
-    }
-    for (const stroke of strokes) drawStroke(stroke, 0);
+  // Where the photo sits on the canvas, in canvas units: fitted whole and centred.
+  function photoRect() {
+    const { width, height } = photo.bitmap;
+    const fit = Math.min(1 / width, 1 / height);
+    const w = width * fit;
+    const h = height * fit;
+    return { x: (1 - w) / 2, y: (1 - h) / 2, w, h };
   }
 
-  function drawStroke(points, from) {
-    const size = canvas.width;
-    context.strokeStyle = "#000";
-    context.fillStyle = "#000";
-    context.lineWidth = BRUSH * size;
-    context.lineCap = "round";
-    context.lineJoin = "round";
+  // Draw in canvas units on `target`: one unit is `scale` pixels, the origin at (dx, dy).
+  function useUnits(target, scale, dx = 0, dy = 0) {
+    target.setTransform(scale, 0, 0, scale, dx, dy);
+  }
+
+  function redraw() {
+    context.setTransform(1, 0, 0, 1, 0, 0);
+    context.fillStyle = "#fff";
+    context.fillRect(0, 0, canvas.width, canvas.height);
+    useUnits(context, canvas.width);
+    if (photo) {
+      const rect = photoRect();
+      context.drawImage(photo.bitmap, rect.x, rect.y, rect.w, rect.h);
+    }
+    for (const stroke of strokes) drawStroke(context, stroke, 0);
+  }
+
+  // One stroke in canvas units (the caller's transform maps them to pixels), from point `from`
+  // on: while drawing, only the new part of the stroke is added.
+  function drawStroke(target, points, from) {
+    target.strokeStyle = "#000";
+    target.fillStyle = "#000";
+    target.lineWidth = BRUSH;
+    target.lineCap = "round";
+    target.lineJoin = "round";
     if (points.length === 1) {
-      context.beginPath();
-      context.arc(points[0][0] * size, points[0][1] * size, (BRUSH * size) / 2, 0, 2 * Math.PI);
-      context.fill();
+      target.beginPath();
+      target.arc(points[0][0], points[0][1], BRUSH / 2, 0, 2 * Math.PI);
+      target.fill();
       return;
     }
-    context.beginPath();
+    target.beginPath();
     const start = Math.max(0, from - 1);
-    context.moveTo(points[start][0] * size, points[start][1] * size);
-    for (let i = start + 1; i < points.length; i++) {
-      context.lineTo(points[i][0] * size, points[i][1] * size);
-    }
-    context.stroke();
+    target.moveTo(points[start][0], points[start][1]);
+    for (let i = start + 1; i < points.length; i++) target.lineTo(points[i][0], points[i][1]);
+    target.stroke();
   }
 
   function point(event) {
@@ -101,7 +117,7 @@
     event.preventDefault();
     canvas.setPointerCapture(event.pointerId);
     current = { id: event.pointerId, points: [point(event)] };
-    drawStroke(current.points, 0);
+    drawStroke(context, current.points, 0);
   });
 
   canvas.addEventListener("pointermove", (event) => {
@@ -110,13 +126,18 @@
     const from = current.points.length;
     const events = event.getCoalescedEvents ? event.getCoalescedEvents() : [event];
     for (const e of events.length ? events : [event]) current.points.push(point(e));
-    drawStroke(current.points, from);
+    drawStroke(context, current.points, from);
   });
 
   function endStroke(event) {
     if (!current || event.pointerId !== current.id) return;
     strokes.push(current.points);
     current = null;
+    // When the pen left the canvas, for measuring how long the answer takes (the browser tests
+    // read these; the page's policy lets no test script run in it).
+    penUps++;
+    prediction.dataset.penUp = String(penUps);
+    prediction.dataset.penUpAt = performance.now().toFixed(1);
     updateButtons();
     recognise();
   }
@@ -187,17 +208,19 @@
     setBars(null);
   }
 
-  function showError(message) {
+  function showError(error) {
     prediction.textContent = "!";
     prediction.dataset.state = "error";
-    status.textContent = message;
+    prediction.dataset.error = error.kind;
+    status.textContent = error.message;
     setPreview(null);
     readBox.hidden = true;
     setBars(null);
   }
 
   function showPrediction(result) {
-    const percent = Math.round(result.confidence * 100);
+    // A "no digit" answer has no confidence and no probabilities (both null).
+    const percent = result.confidence === null ? null : Math.round(result.confidence * 100);
     if (result.digit !== null) {
       prediction.textContent = String(result.digit);
       prediction.dataset.state = "digit";
@@ -219,7 +242,7 @@
     }
     // Bars would rank digits for something that holds none.
     const digitless = result.answer === "no_digit" || result.answer === "not_digit";
-    setBars(digitless ? null : result.probabilities);
+    setBars(digitless ? null : result.probabilities ?? null);
     setPreview(result.preview);
     readBox.hidden = true;
   }
@@ -238,7 +261,7 @@
       label.className = found.digit === null ? "d unsure" : "d";
       label.textContent = found.digit === null ? "?" : String(found.digit);
       const sure = document.createElement("span");
-      sure.textContent = `${Math.round(found.confidence * 100)}%`;
+      sure.textContent = found.confidence === null ? "–" : `${Math.round(found.confidence * 100)}%`;
       item.append(label, image, sure);
       list.appendChild(item);
     }
@@ -255,20 +278,62 @@
     readBox.hidden = false;
   }
 
-  async function post(path, blob, name) {
+  // Why a request failed, in three kinds a person acts on differently: the service is out of
+  // reach (nothing about the drawing), it refused the image (4xx: change the image), or it is
+  // busy or failing (5xx, or a request that timed out or was rate limited: try again).
+  class RequestFailure extends Error {
+    constructor(kind, message) {
+      super(message);
+      this.kind = kind;
+    }
+  }
+
+  // An image goes as the body itself (its own type): no form for the service to parse, the
+  // cheapest way in. A file whose type the browser does not know goes as a form upload.
+  function requestBody(blob, name) {
+    if (blob.type.startsWith("image/")) {
+      return { body: blob, headers: { "Content-Type": blob.type } };
+    }
     const form = new FormData();
     form.append("file", blob, name);
-    const response = await fetch(path, { method: "POST", body: form });
-    const body = await response.json().catch(() => null);
-    if (!response.ok) {
-      throw new Error((body && body.detail) || `the server answered ${response.status}`);
+    return { body: form };
+  }
+
+  async function post(path, blob, name) {
+    let response;
+    try {
+      response = await fetch(path, { method: "POST", ...requestBody(blob, name) });
+    } catch {
+      throw new RequestFailure(
+        "network",
+        "Cannot reach the digits service: check that it is running and the connection is up, " +
+          "then draw or upload again."
+      );
     }
-    return body;
+    const body = await response.json().catch(() => null);
+    if (response.ok && body) return body;
+    const detail = body && typeof body.detail === "string" ? body.detail : "";
+    const status = response.status;
+    if (status >= 400 && status < 500 && status !== 408 && status !== 429) {
+      throw new RequestFailure(
+        "input",
+        `Could not use that image: ${detail || `the service answered ${status}`}.`
+      );
+    }
+    const busy = status === 503 || status === 429;
+    throw new RequestFailure(
+      "server",
+      busy
+        ? "The service is busy right now: try again in a moment."
+        : `The service failed to answer (${status}${detail ? `: ${detail}` : ""}): try again in a moment.`
+    );
   }
 
   async function send(blob, name) {
     const mine = ++sequence;
+    const answersPenUp = penUps;
     prediction.dataset.state = "busy";
+    delete prediction.dataset.error;
     try {
       const [predicted, read] = await Promise.all([
         post("/api/predict", blob, name),
@@ -278,8 +343,26 @@
       if (read && read.digits.length >= 2) showSeveral(read);
       else showPrediction(predicted);
     } catch (error) {
-      if (mine === sequence) showError(`Could not read that: ${error.message}`);
+      if (mine !== sequence) return;
+      if (!(error instanceof RequestFailure)) {
+        console.error(error); // a fault of this page, not of the request
+        error = new RequestFailure("page", "The answer could not be shown: reload the page.");
+      }
+      showError(error);
     }
+    prediction.dataset.answers = String(answersPenUp);
+    prediction.dataset.answeredAt = performance.now().toFixed(1);
+  }
+
+  // A canvas as a PNG or JPEG file, encoded at once. Not canvas.toBlob: Chromium encodes for it
+  // in an idle period and waits up to a second for one, so on a page busy showing the previous
+  // answer every stroke after the first was sent a second late.
+  function canvasFile(source, type, quality) {
+    const url = source.toDataURL(type, quality);
+    const bytes = atob(url.slice(url.indexOf(",") + 1));
+    const buffer = new Uint8Array(bytes.length);
+    for (let i = 0; i < bytes.length; i++) buffer[i] = bytes.charCodeAt(i);
+    return new Blob([buffer], { type });
   }
 
   // The drawing is sent at this many pixels a side rather than at the screen's resolution (up to
@@ -291,26 +374,57 @@
   small.height = SEND_SIDE;
   const smallContext = small.getContext("2d");
 
+  // Strokes on a photo go on the photo itself, at its own aspect and at most this many pixels
+  // on its longer side: the canvas would add white bands around it, which the server reads as
+  // the edge of the paper, and shrink a small digit in a large photo to a few pixels.
+  const PHOTO_SIDE = 1024;
+  const composite = document.createElement("canvas");
+  const compositeContext = composite.getContext("2d");
+
+  function photoWithStrokes() {
+    const { bitmap } = photo;
+    const shrink = Math.min(1, PHOTO_SIDE / Math.max(bitmap.width, bitmap.height));
+    composite.width = Math.max(1, Math.round(bitmap.width * shrink));
+    composite.height = Math.max(1, Math.round(bitmap.height * shrink));
+    compositeContext.setTransform(1, 0, 0, 1, 0, 0);
+    compositeContext.fillStyle = "#fff"; // under a transparent photo, as the canvas shows it
+    compositeContext.fillRect(0, 0, composite.width, composite.height);
+    compositeContext.drawImage(bitmap, 0, 0, composite.width, composite.height);
+    const rect = photoRect();
+    const scale = composite.width / rect.w; // photo pixels per canvas unit
+    useUnits(compositeContext, scale, -rect.x * scale, -rect.y * scale);
+    for (const stroke of strokes) drawStroke(compositeContext, stroke, 0);
+    // JPEG: a photo-sized PNG takes several times as long to encode, on the page's only thread.
+    return canvasFile(composite, "image/jpeg", 0.92);
+  }
+
   function recognise() {
     if (isEmpty()) return;
-    smallContext.imageSmoothingEnabled = true;
-    smallContext.imageSmoothingQuality = "high";
-    smallContext.drawImage(canvas, 0, 0, SEND_SIDE, SEND_SIDE);
-    small.toBlob((blob) => blob && send(blob, "drawing.png"), "image/png");
+    if (photo && strokes.length === 0) {
+      send(photo.file, photo.name);
+    } else if (photo) {
+      send(photoWithStrokes(), "photo-drawn-on.jpg");
+    } else {
+      smallContext.imageSmoothingEnabled = true;
+      smallContext.imageSmoothingQuality = "high";
+      smallContext.drawImage(canvas, 0, 0, SEND_SIDE, SEND_SIDE);
+      send(canvasFile(small, "image/png"), "drawing.png");
+    }
   }
 
   async function usePhoto(file) {
     if (!file) return;
     strokes = [];
     photo = null;
+    const name = file.name || "photo";
     try {
-      photo = await createImageBitmap(file);
+      photo = { file, name, bitmap: await createImageBitmap(file) };
     } catch {
       photo = null; // not an image the browser shows; the server still says what is wrong
     }
     redraw();
     updateButtons();
-    await send(file, file.name || "photo");
+    await send(file, name);
   }
 
   upload.addEventListener("change", () => {
@@ -345,6 +459,7 @@
   buildBars();
   window.addEventListener("resize", resize);
   resize();
+  redraw(); // also when resize() found the size unchanged: it sets the units strokes are drawn in
   showIdle();
   updateButtons();
   loadModelInfo();
