@@ -315,3 +315,64 @@ def test_read_names_an_image_preprocessing_fails_on(
     assert result.exit_code == 1
     expected = f"error: {image}: could not be processed (ZeroDivisionError: float division by zero)"
     assert result.stderr.strip() == expected
+
+
+def test_predict_json_entries_all_have_the_same_keys(tmp_path: Path, model: Path) -> None:
+    digit = _digit_image(tmp_path / "digit.png")
+    blank = tmp_path / "blank.png"
+    Image.new("L", (64, 64), 255).save(blank)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    for extra in ([], ["--top", "3"]):
+        args = ["predict", str(model), str(digit), str(blank), str(broken), "--json", *extra]
+        result = runner.invoke(app, args)
+        assert result.exit_code == 1  # the broken file
+        entries = _entries(result.stdout)
+        assert len({frozenset(entry) for entry in entries.values()}) == 1
+        assert {"box", "not_digit", "reason", "error"} <= set(entries[str(blank)])
+    assert entries[str(blank)]["box"] is None and entries[str(broken)]["box"] is None
+    box = entries[str(digit)]["box"]
+    assert isinstance(box, dict) and set(box) == {"x", "y", "width", "height"}
+    # The ellipse drawn from (16, 10) to (48, 54), pen width included, in pixels of the image.
+    assert 14 <= box["x"] <= 18 and 8 <= box["y"] <= 12
+    assert 30 <= box["width"] <= 36 and 42 <= box["height"] <= 48
+
+
+def test_read_json_boxes_have_x_y_width_height(tmp_path: Path, model: Path) -> None:
+    image = Image.new("L", (200, 80), 255)
+    draw = ImageDraw.Draw(image)
+    draw.ellipse((20, 12, 60, 68), outline=0, width=6)
+    draw.ellipse((120, 12, 160, 68), outline=0, width=6)
+    path = tmp_path / "two.png"
+    image.save(path)
+    result = runner.invoke(app, ["read", str(model), str(path), "--json"])
+    assert result.exit_code == 0, result.output
+    boxes = [digit["box"] for digit in json.loads(result.stdout)["digits"]]
+    assert len(boxes) == 2
+    assert all(set(box) == {"x", "y", "width", "height"} for box in boxes)
+    assert boxes[0]["x"] < boxes[0]["x"] + boxes[0]["width"] <= boxes[1]["x"]
+    assert all(36 <= box["width"] <= 44 and 52 <= box["height"] <= 60 for box in boxes)
+
+
+def test_a_relative_data_path_is_stored_absolute_so_the_run_works_from_anywhere(
+    tmp_path: Path, small_npz: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "sets").mkdir()
+    (tmp_path / "sets" / "small.npz").symlink_to(small_npz)
+    monkeypatch.chdir(tmp_path)
+    args = ["train", "--model", "ann", "--epochs", "1", "--limit", "300", "--quiet"]
+    trained = runner.invoke(app, [*args, "--data", "sets/small.npz", "--out", "run"])
+    assert trained.exit_code == 0, trained.output
+    stored = json.loads((tmp_path / "run" / "config.json").read_text())["data"]
+    assert stored == str(tmp_path / "sets" / "small.npz")
+    # Resuming with the same relative path is no contradiction of the stored absolute one.
+    from digits.cli.training import _resumed_config
+
+    assert _resumed_config(Path("run"), {"--data": "sets/small.npz"}).data == stored
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    result = runner.invoke(app, ["evaluate", str(tmp_path / "run"), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["data"]["path"] == stored
+    assert json.loads(result.stdout)["count"] == 1000  # small.npz's test split, not MNIST's

@@ -15,6 +15,7 @@ from digits.cli import app
 from digits.compare import (
     TABLE_FILES,
     ComparisonRow,
+    RunStart,
     compare,
     default_items,
     resolve_items,
@@ -141,15 +142,62 @@ def test_compare_command_prints_the_side_by_side_table(tmp_path: Path, small_npz
         app,
         ["compare", "--models", "ann,mlp", "--epochs", "1", "--limit", "300", "--data",
          str(small_npz), "--out", str(out), "--quiet"],
-        env={"COLUMNS": "200"},  # room for every column of the table
+        env={"COLUMNS": "80"},
     )  # fmt: skip
 
     assert result.exit_code == 0, result.output
-    for column in ("model", "parameters", "train s", "accuracy", "loss", "macro F1"):
+    for column in ("model", "params", "epochs", "train s", "test %", "img/s", "claim %"):
         assert column in result.output
     assert "97.77" in result.output  # the ann seed's claim, beside ours
     for name in TABLE_FILES:
         assert (out / name).is_file()
+
+
+def test_each_run_is_announced_with_its_item_and_seed(
+    compared: tuple[Path, list[ComparisonRow]], small_npz: Path
+) -> None:
+    out, _ = compared
+    configs = resolve_items(["ann", "fnn"], epochs=1, limit=300, data_path=str(small_npz))
+    starts: list[RunStart] = []
+
+    compare(configs, out, seeds=2, on_run=starts.append)
+
+    assert [(s.item, s.seed, s.number, s.total) for s in starts] == [
+        ("ann", 0, 1, 4), ("ann", 1, 2, 4), ("fnn", 0, 3, 4), ("fnn", 1, 4, 4),
+    ]  # fmt: skip
+    assert all(s.reused for s in starts)  # the fixture trained them already
+    assert starts[0].run_dir == out / "ann-seed0"
+
+
+def test_compare_command_labels_every_progress_bar_and_fits_80_columns(
+    compared: tuple[Path, list[ComparisonRow]], small_npz: Path
+) -> None:
+    out, _ = compared
+    result = CliRunner().invoke(
+        app,
+        ["compare", "--models", "ann,fnn", "--epochs", "1", "--limit", "300", "--seeds", "2",
+         "--data", str(small_npz), "--out", str(out)],
+        env={"COLUMNS": "80"},
+    )  # fmt: skip
+
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    for number, (item, seed) in enumerate([("ann", 0), ("ann", 1), ("fnn", 0), ("fnn", 1)], 1):
+        assert f"[{number}/4] {item}, seed {seed}: reusing the finished run in" in result.stdout
+    header = next(index for index, line in enumerate(lines) if line.startswith("model "))
+    table = lines[header : header + 4]  # header, rule, a row per item
+    assert [line.split()[0] for line in table] == ["model", "─" * len(table[1]), "ann", "fnn"]
+    assert all(len(line) <= 80 for line in table)
+    assert "± " in result.stdout  # two seeds: mean ± std
+
+
+def test_compare_command_names_the_option_out_of_range(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app, ["compare", "--models", "ann", "--epochs", "0", "--out", str(tmp_path)]
+    )
+
+    assert result.exit_code == 1
+    assert result.stderr == "error: invalid training config: --epochs must be >= 1, got 0\n"
 
 
 def test_compare_command_rejects_unknown_items(tmp_path: Path) -> None:

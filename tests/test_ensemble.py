@@ -152,6 +152,26 @@ def test_train_command_with_ensemble(small_npz: Path, tmp_path: Path) -> None:
     assert (out / "seed1" / "metrics.json").exists()
 
 
+def test_ensemble_command_refuses_a_single_run(two_runs: list[Path], tmp_path: Path) -> None:
+    out = tmp_path / "one"
+    result = CliRunner().invoke(app, ["ensemble", str(two_runs[0]), "--out", str(out)])
+
+    assert result.exit_code == 1
+    assert result.stderr == f"error: an ensemble needs at least two runs, got only {two_runs[0]}\n"
+    assert not out.exists()  # refused before anything is written
+
+
+def test_train_command_refuses_an_ensemble_of_one(small_npz: Path, tmp_path: Path) -> None:
+    out = tmp_path / "one"
+    args = ["train", "--recipe", "ann", "--ensemble", "1", "--epochs", "1", "--limit", "100"]
+    result = CliRunner().invoke(app, [*args, "--data", str(small_npz), "--out", str(out)])
+
+    assert result.exit_code == 1
+    assert result.stderr.count("\n") == 1
+    assert "--ensemble 1: an ensemble needs at least two members" in result.stderr
+    assert not out.exists()  # refused before any training
+
+
 def test_member_configs_take_the_recipes_in_turn() -> None:
     a = TrainConfig(model="ann", seed=3, recipe="a")
     b = TrainConfig(model="cnn", seed=3, recipe="b")
@@ -163,8 +183,9 @@ def test_member_configs_take_the_recipes_in_turn() -> None:
         ("b", 4),
         ("a", 5),
     ]
-    with pytest.raises(ValueError, match="--ensemble 0: an ensemble needs at least one member"):
-        member_configs([a], 0)
+    for count in (0, 1):  # one member is that run again, not an ensemble
+        with pytest.raises(ValueError, match=f"--ensemble {count}: .* at least two members"):
+            member_configs([a], count)
     each = r"--ensemble 1: 2 recipes \(a, b\) need at least one member each"
     with pytest.raises(ValueError, match=each):
         member_configs([a, b], 1)  # would silently leave b out

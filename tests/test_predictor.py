@@ -22,6 +22,7 @@ from digits.data import DigitData
 from digits.predictor import ModelError, Predictor, find_images
 from digits.preprocess import PREPROCESSING_VERSION
 from tests.handwriting import LOOKS, Look, mnist_photo, pen_photo
+from tests.helpers import tiny_model
 
 runner = CliRunner()
 
@@ -317,3 +318,24 @@ def test_table_showing_around_the_paper(predictor: Predictor) -> None:
         left, top, right, bottom = result.box or (0, 0, 0, 0)
         assert left > 60 and bottom < 260 and abs((top + bottom) / 2 - 150) < 15
         assert abs((left + right) / 2 - 240) < 20
+
+
+def test_every_answer_has_every_key_and_boxes_as_the_api_gives_them(tmp_path: Path) -> None:
+    predictor = Predictor.from_path(tiny_model(tmp_path / "tiny.onnx"))
+    photo = pen_photo(6, LOOKS["photo"])
+    results = predictor.predict_images(
+        [photo, b"not an image", Image.new("L", (64, 64), 255)], names=["photo", "junk", "blank"]
+    )
+    assert [r.answer for r in results][1:] == ["error", "no_digit"]
+    for top in (0, 3):
+        documents = [result.to_dict(top) for result in results]
+        keys = {"file", "digit", "answer", "confidence", "box", "not_digit", "reason", "error"}
+        assert all(set(document) == keys | ({"top"} if top else set()) for document in documents)
+    photo_entry, junk, blank = (result.to_dict() for result in results)
+    left, top_edge, right, bottom = results[0].box or (0, 0, 0, 0)
+    assert photo_entry["box"] == {
+        "x": left, "y": top_edge, "width": right - left, "height": bottom - top_edge,
+    }  # fmt: skip
+    assert photo_entry["box"]["width"] > 0 and photo_entry["box"]["height"] > 0
+    assert junk["box"] is None and blank["box"] is None
+    assert photo_entry["not_digit"] is None  # a ten-class model: the key is there, null

@@ -196,13 +196,21 @@ def test_read_command(trained_cnn_run: Path, tmp_path: Path) -> None:
     document = json.loads(result.stdout)
     assert document["text"] == "194" and document["file"] == str(path)
     assert [d["digit"] for d in document["digits"]] == [1, 9, 4]
-    assert all(len(d["box"]) == 4 and 0 < d["confidence"] <= 1 for d in document["digits"])
+    assert all(0 < d["confidence"] <= 1 for d in document["digits"])
+    # Boxes as the API gives them, left to right and apart.
+    boxes = [d["box"] for d in document["digits"]]
+    assert all(set(box) == {"x", "y", "width", "height"} for box in boxes)
+    assert all(box["width"] > 0 and box["height"] > 0 for box in boxes)
+    assert all(a["x"] + a["width"] <= b["x"] for a, b in itertools.pairwise(boxes))
     unsure = runner.invoke(
         app, ["read", str(trained_cnn_run), str(path), "--json", "--min-confidence", "1"]
     )
     assert json.loads(unsure.stdout)["text"] == "???"
-    table = runner.invoke(app, ["read", str(trained_cnn_run), str(path)])
+    table = runner.invoke(app, ["read", str(trained_cnn_run), str(path)], env={"COLUMNS": "200"})
     assert table.exit_code == 0 and "194" in table.stdout
+    first = boxes[0]
+    row = f"{first['x']}, {first['y']}, {first['width']}, {first['height']}"
+    assert "box (x, y, width, height)" in table.stdout and row in table.stdout
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"nope")
     failed = runner.invoke(app, ["read", str(trained_cnn_run), str(bad)])

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from rich.console import Console
 from torch import nn
 from typer.testing import CliRunner
 
@@ -64,3 +66,33 @@ def test_evaluate_with_tta(mnist: DigitData, small_npz: Path, tmp_path: Path) ->
     first, second = json.loads(plain.stdout), json.loads(with_tta.stdout)
     assert first["count"] == second["count"] == 1000
     assert first["loss"] != second["loss"]
+
+
+def test_progress_is_shown_on_a_terminal_and_gone_at_the_end(mnist: DigitData) -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 10)).eval()
+    assert mnist.x_test is not None
+    images = mnist.x_test[:50]
+    screen = io.StringIO()
+    terminal = Console(file=screen, force_terminal=True, width=100)
+
+    watched = tta_probabilities(model, images, progress=terminal)
+
+    np.testing.assert_array_equal(watched, tta_probabilities(model, images))
+    drawn = screen.getvalue()
+    assert "test-time augmentation" in drawn
+    assert f"{len(VIEWS) * len(images)}/{len(VIEWS) * len(images)}" in drawn
+    assert drawn.endswith("\x1b[1A\x1b[2K")  # transient: the bar's line is erased at the end
+
+
+def test_evaluate_tta_draws_no_progress_when_stderr_is_no_terminal(
+    mnist: DigitData, small_npz: Path, tmp_path: Path
+) -> None:
+    tiny = DigitData(
+        mnist.x_train[:300], mnist.y_train[:300], None, None, "mnist subset", mnist.path
+    )
+    run = fit(TrainConfig(model="ann", epochs=1, val_split=0.0), tmp_path / "ann", data=tiny)
+    result = CliRunner().invoke(app, ["evaluate", str(run), "--data", str(small_npz), "--tta"])
+    assert result.exit_code == 0, result.output
+    assert "test-time augmentation" not in result.stderr
+    assert "accuracy" in result.stdout

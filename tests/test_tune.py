@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import re
 import subprocess
 import sys
 from dataclasses import replace
@@ -260,3 +262,32 @@ def test_tune_command_prints_the_table_and_writes_the_recipe(
     assert "study cli" in result.output
     assert f"digits train --recipe {recipe}" in result.output.replace("\n", "")
     assert TrainConfig.from_dict(json.loads(recipe.read_text())).recipe == "tuned-cli"
+
+
+def test_tune_command_prints_one_tidy_line_per_trial_and_no_optuna_log(
+    tmp_path: Path, small_npz: Path
+) -> None:
+    """In its own process: Optuna's handler writes to the stderr it found at import."""
+    command = [
+        sys.executable, "-m", "digits", "tune", "--model", "ann", "--trials", "2", "--epochs", "1",
+        "--limit", "200", "--data", str(small_npz), "--storage", f"sqlite:///{tmp_path / 't.db'}",
+        "--recipe-out", str(tmp_path / "best.json"), "--seed", "0",
+    ]  # fmt: skip
+    environment = {**os.environ, "COLUMNS": "80", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=300, env=environment, check=False
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert "Trial 0 finished" not in result.stderr  # Optuna's INFO log
+    assert not re.search(r"\d\.\d{9,}", result.stdout + result.stderr)  # full-precision floats
+    lines = result.stdout.splitlines()
+    for number in (0, 1):
+        (line,) = [line for line in lines if line.startswith(f"trial {number} ")]
+        assert re.match(rf"trial {number} complete: \d+\.\d\d % validation after 1 epoch", line)
+        assert "lr " in line and "batch_size " in line
+    header = lines.index(next(line for line in lines if line.startswith("trial  state")))
+    table = lines[header : header + 4]  # header, rule, a row per trial
+    assert sorted(line.split()[0] for line in table[2:]) == ["0", "1"]
+    assert all(len(line) <= 80 for line in table)
+    assert any(line.startswith("best: trial ") for line in lines)

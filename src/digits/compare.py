@@ -13,7 +13,7 @@ import io
 import json
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,14 @@ from digits.config import TrainConfig
 from digits.data import DigitData
 from digits.finish import train_or_reuse
 from digits.models import REGISTRY
-from digits.run import load_data, load_model, predict_logits, read_metrics, to_tensor
+from digits.run import (
+    load_data,
+    load_model,
+    predict_logits,
+    read_metrics,
+    run_state,
+    to_tensor,
+)
 
 TABLE_FILES = ("comparison.md", "comparison.csv", "comparison.json", "comparison.png")
 
@@ -140,22 +147,39 @@ def inference_speed(
     return len(tensor) / fastest
 
 
+@dataclass(frozen=True)
+class RunStart:
+    """What `compare` is about to train (or reuse), for a heading above its progress bars."""
+
+    item: str
+    seed: int
+    run_dir: Path
+    number: int
+    """1 for the first run of the comparison."""
+    total: int
+    reused: bool
+    """The run is finished already and is read, not trained."""
+
+
 def compare(
     configs: Sequence[TrainConfig],
     out_dir: Path,
     seeds: int = 1,
     data: DigitData | None = None,
     progress: bool = False,
+    on_run: Callable[[RunStart], None] | None = None,
 ) -> list[ComparisonRow]:
     """Train each config with seeds config.seed .. +seeds-1 and write the comparison tables.
 
     `data` replaces every config's own data set (loaded once per distinct path otherwise).
+    `on_run` hears of each run before it starts: every item's progress bars look alike, and
+    say neither the item nor the seed.
     """
     if seeds < 1:
         raise ValueError(f"compare: seeds must be >= 1, got {seeds}")
     out_dir = Path(out_dir)
     loaded: dict[str | None, DigitData] = {}
-    rows = []
+    rows: list[ComparisonRow] = []
     for config in configs:
         if data is None and config.data not in loaded:
             loaded[config.data] = load_data(config)
@@ -166,6 +190,16 @@ def compare(
         for offset in range(seeds):
             run_config = replace(config, seed=config.seed + offset)
             run_dir = out_dir / f"{label(config)}-seed{run_config.seed}"
+            if on_run is not None:
+                start = RunStart(
+                    item=label(config),
+                    seed=run_config.seed,
+                    run_dir=run_dir,
+                    number=len(rows) * seeds + offset + 1,
+                    total=len(configs) * seeds,
+                    reused=run_state(run_dir) == "finished",
+                )
+                on_run(start)
             train_or_reuse(run_config, run_dir, data=dataset, progress=progress)
             metrics.append(read_metrics(run_dir))
             runs.append(str(run_dir))
@@ -228,43 +262,11 @@ def markdown_table(rows: Sequence[ComparisonRow]) -> str:
 
 
 def plot(rows: Sequence[ComparisonRow]) -> bytes:
-    """Accuracy per item beside its seed's claim, and accuracy against training time.
+    """comparison.png: the figure of `digits.report.comparison`."""
+    from digits.report.comparison import comparison_figure
+    from digits.report.figures import png_bytes
 
-    Points with error bars rather than bars: accuracies sit within a few percent of each other, and
-    bars cut off at an axis limit would make small gaps look large.
-    """
-    from matplotlib.ticker import ScalarFormatter
-
-    from digits.report.figures import new_figure, png_bytes
-
-    figure = new_figure(11, 0.4 * len(rows) + 2.4)
-    dots, scatter = figure.subplots(1, 2, width_ratios=(3, 2))
-    positions = np.arange(len(rows))[::-1]
-    ours = np.array([100 * r.accuracy_mean for r in rows])
-    spread = np.array([100 * r.accuracy_std for r in rows])
-    dots.errorbar(ours, positions, xerr=spread, fmt="o", color="#4c72b0", capsize=3,
-                  label="ours (mean ± std over seeds)")  # fmt: skip
-    claims = [(p, 100 * r.claimed_accuracy) for p, r in zip(positions, rows, strict=True)
-              if r.claimed_accuracy is not None]  # fmt: skip
-    if claims:
-        dots.plot([c for _, c in claims], [p for p, _ in claims], "D", color="#dd8452",
-                  label="seed claims")  # fmt: skip
-    dots.set_yticks(positions, [r.model for r in rows])
-    dots.set_ylim(-0.7, len(rows) - 0.3)
-    dots.set_xlabel("test accuracy (%)")
-    dots.legend(loc="best", fontsize=8)
-    dots.grid(axis="x", alpha=0.3)
-    scatter.plot([r.train_seconds for r in rows], ours, "o", color="#4c72b0")
-    for row, value in zip(rows, ours, strict=True):
-        scatter.annotate(row.model, (row.train_seconds, value), fontsize=8, xytext=(4, 3),
-                         textcoords="offset points")  # fmt: skip
-    scatter.set_xscale("log")
-    scatter.xaxis.set_major_formatter(ScalarFormatter())
-    scatter.margins(x=0.25, y=0.15)  # room for the labels
-    scatter.set_xlabel("train time (s, log scale)")
-    scatter.set_ylabel("test accuracy (%)")
-    scatter.grid(alpha=0.3)
-    return png_bytes(figure)
+    return png_bytes(comparison_figure(rows))
 
 
 def write_tables(rows: Sequence[ComparisonRow], out_dir: Path) -> None:
@@ -286,6 +288,7 @@ def write_tables(rows: Sequence[ComparisonRow], out_dir: Path) -> None:
 __all__ = [
     "TABLE_FILES",
     "ComparisonRow",
+    "RunStart",
     "compare",
     "default_items",
     "inference_speed",

@@ -4,6 +4,8 @@ registry and the augmentation settings it validates against."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -13,6 +15,21 @@ from digits.models import REGISTRY
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 SCHEDULES = ("constant", "onecycle", "cosine", "exponential")
 PRECISIONS = ("auto", "fp32", "bf16")
+
+
+class ConfigError(ValueError):
+    """A TrainConfig with values out of range, each problem naming its field."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        self.problems = problems
+        """(field, text) pairs; the text has "{name}" where the field is named."""
+        super().__init__(self.describe())
+
+    def describe(self, names: Mapping[str, str] | None = None) -> str:
+        """The message, with each field called as `names` says (default: its own name)."""
+        names = names or {}
+        texts = (text.replace("{name}", names.get(f, f)) for f, text in self.problems)
+        return "invalid training config: " + "; ".join(texts)
 
 
 @dataclass
@@ -54,7 +71,8 @@ class TrainConfig:
     """'bf16' trains under bfloat16 autocast (weights stay float32); 'auto' uses it when the CPU
     has native bfloat16 instructions, where it is ~1.4x faster at equal accuracy."""
     data: str | None = None
-    """A data file or IDX folder (see `digits.data.load_dataset`); None means MNIST."""
+    """A data file or IDX folder (see `digits.data.load_dataset`); None means MNIST. Stored as an
+    absolute path, so that the run finds its data from any working directory."""
     recipe: str | None = None
     """Name of the recipe this config came from, for the record."""
     limit: int | None = None
@@ -65,40 +83,58 @@ class TrainConfig:
     a digit"; 0 trains a ten-class model on digits alone."""
 
     def __post_init__(self) -> None:
-        problems = []
+        if self.data is not None:
+            # A path as typed is relative to where `digits train` ran; `digits evaluate` and
+            # `digits report` may run anywhere. A config written before paths were stored
+            # absolute still loads: its path is read, as it always was, from the working directory.
+            self.data = absolute_data_path(self.data)
+        # Each problem names its field as "{name}": the command line says "--val-split" where a
+        # recipe file says "val_split" (ConfigError.describe).
+        problems: list[tuple[str, str]] = []
         if self.model not in REGISTRY:
-            problems.append(f"unknown model {self.model!r} (choose from {', '.join(REGISTRY)})")
+            # Said the same way wherever the name came from: "unknown model 'x'" is clear as it is.
+            problems.append(
+                ("model", f"unknown model {self.model!r} (choose from {', '.join(REGISTRY)})")
+            )
         if self.epochs < 1:
-            problems.append(f"epochs must be >= 1, got {self.epochs}")
+            problems.append(("epochs", f"{{name}} must be >= 1, got {self.epochs}"))
         if self.batch_size < 1:
-            problems.append(f"batch_size must be >= 1, got {self.batch_size}")
+            problems.append(("batch_size", f"{{name}} must be >= 1, got {self.batch_size}"))
         if not self.lr > 0:
-            problems.append(f"lr must be > 0, got {self.lr}")
+            problems.append(("lr", f"{{name}} must be > 0, got {self.lr}"))
         if self.optimizer not in OPTIMIZERS:
-            problems.append(f"optimizer {self.optimizer!r} is not one of {OPTIMIZERS}")
+            problems.append(
+                ("optimizer", f"{{name}} {self.optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
+            )
         if self.schedule not in SCHEDULES:
-            problems.append(f"schedule {self.schedule!r} is not one of {SCHEDULES}")
+            problems.append(
+                ("schedule", f"{{name}} {self.schedule!r} is not one of {', '.join(SCHEDULES)}")
+            )
         if self.precision not in PRECISIONS:
-            problems.append(f"precision {self.precision!r} is not one of {PRECISIONS}")
+            problems.append(
+                ("precision", f"{{name}} {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+            )
         if not 0.0 <= self.val_split < 1.0:
-            problems.append(f"val_split must be in [0, 1), got {self.val_split}")
+            problems.append(("val_split", f"{{name}} must be in [0, 1), got {self.val_split}"))
         if not 0.0 <= self.label_smoothing < 1.0:
-            problems.append(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+            problems.append(
+                ("label_smoothing", f"{{name}} must be in [0, 1), got {self.label_smoothing}")
+            )
         if self.augment is not None:
             try:
                 AugmentConfig.from_dict(self.augment)
             except (TypeError, ValueError) as exc:
-                problems.append(str(exc))
+                problems.append(("augment", f"{{name}}: {exc}"))
         if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
-            problems.append(f"ema_decay must be in (0, 1), got {self.ema_decay}")
+            problems.append(("ema_decay", f"{{name}} must be in (0, 1), got {self.ema_decay}"))
         if self.patience < 0:
-            problems.append(f"patience must be >= 0, got {self.patience}")
+            problems.append(("patience", f"{{name}} must be >= 0, got {self.patience}"))
         if self.limit is not None and self.limit < 1:
-            problems.append(f"limit must be >= 1, got {self.limit}")
+            problems.append(("limit", f"{{name}} must be >= 1, got {self.limit}"))
         if not 0.0 <= self.negatives <= 1.0:
-            problems.append(f"negatives must be in [0, 1], got {self.negatives}")
+            problems.append(("negatives", f"{{name}} must be in [0, 1], got {self.negatives}"))
         if problems:
-            raise ValueError("invalid training config: " + "; ".join(problems))
+            raise ConfigError(problems)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
@@ -111,6 +147,11 @@ class TrainConfig:
     def factory_args(self) -> dict[str, Any]:
         """The model factory's arguments: `model_args`, plus the eleventh class with negatives."""
         return {**self.model_args, "classes": 11} if self.negatives > 0 else dict(self.model_args)
+
+
+def absolute_data_path(path: str | os.PathLike[str]) -> str:
+    """`path` made absolute against the working directory, `~` expanded, symbolic links kept."""
+    return os.path.abspath(os.path.expanduser(path))
 
 
 @dataclass

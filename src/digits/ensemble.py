@@ -134,14 +134,21 @@ def build_ensemble(
         members.append(
             {
                 "file": file,
-                "run": str(run),
+                "run": str(run.resolve()),
                 "model": run_metrics.get("model") or _member_config(run).get("model"),
                 "recipe": run_metrics.get("recipe"),
                 "train_seconds": run_metrics.get("train_seconds"),
                 "test_accuracy": test.get("accuracy"),
             }
         )
-    write_json(out_dir / ENSEMBLE_FILE, {"members": members})
+    # The members' data set, so that the ensemble stands alone: evaluate and report score it
+    # on that data by default even once the members' run directories are gone or elsewhere.
+    # (Members trained on different data record none: evaluate then says they disagree.)
+    trained = {_member_config(run).get("data") for run in run_dirs}
+    description: dict[str, object] = {"members": members}
+    if len(trained) == 1:
+        description["data"] = trained.pop()
+    write_json(out_dir / ENSEMBLE_FILE, description)
 
     model = load_ensemble(out_dir)
     data = _test_data(run_dirs) if data is None else data
@@ -184,8 +191,13 @@ def member_configs(configs: Sequence[TrainConfig], count: int) -> list[TrainConf
     configs A, B (seed S) and count 5: A·S, B·S, A·S+1, B·S+1, A·S+2."""
     if not configs:
         raise ValueError("an ensemble needs at least one recipe")
-    if count < 1:
-        raise ValueError(f"--ensemble {count}: an ensemble needs at least one member")
+    if count < 2 and len(configs) == 1:
+        # One member would be that run again under another name, reported as "an ensemble";
+        # several recipes with too few members are refused below, naming the recipes.
+        raise ValueError(
+            f"--ensemble {count}: an ensemble needs at least two members "
+            "(leave --ensemble out to train one run)"
+        )
     if count < len(configs):
         names = ", ".join(c.recipe or c.model for c in configs)
         raise ValueError(

@@ -148,6 +148,9 @@ class Prediction:
         return [{"digit": int(d), "probability": float(self.probabilities[d])} for d in order]
 
     def to_dict(self, top: int = 0) -> dict[str, Any]:
+        """The `digits predict --json` entry: every answer has every key (null where there is
+        nothing to say: no box on a blank image, no `not_digit` for a model without that
+        class), so that a consumer reads each entry the same way; `top` only when asked for."""
         document: dict[str, Any] = {
             "file": self.file,
             "digit": self.digit,
@@ -156,13 +159,20 @@ class Prediction:
         }
         if top:
             document["top"] = self.top(top)
-        if self.box is not None:
-            document["box"] = list(self.box)
-        if self.not_digit is not None:
-            document["not_digit"] = self.not_digit
+        document["box"] = box_to_dict(self.box)
+        document["not_digit"] = self.not_digit
         document["reason"] = self.reason
         document["error"] = self.error
         return document
+
+
+def box_to_dict(box: tuple[int, int, int, int] | None) -> dict[str, int] | None:
+    """A (left, top, right, bottom) box as the API writes one: {x, y, width, height} in pixels of
+    the image as read; None stays None."""
+    if box is None:
+        return None
+    left, top, right, bottom = box
+    return {"x": left, "y": top, "width": right - left, "height": bottom - top}
 
 
 def default_threads() -> int:

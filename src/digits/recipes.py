@@ -215,7 +215,9 @@ def recipe_names() -> list[str]:
 def read_recipe_file(path: Path) -> TrainConfig:
     """A recipe file: one JSON object of TrainConfig fields; errors name the file."""
     try:
-        values = json.loads(path.read_text())
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a recipe file (not UTF-8 text)") from None
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: not valid JSON ({exc})") from None
     except OSError as exc:

@@ -95,11 +95,15 @@ class Reading:
     reason: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        """The `digits read --json` document; boxes as the API gives them, {x, y, width,
+        height} in pixels of the image as read."""
+        from digits.predictor import box_to_dict
+
         return {
             "file": self.source,
             "text": self.text,
             "digits": [
-                {"digit": d.digit, "confidence": d.confidence, "box": list(d.box)}
+                {"digit": d.digit, "confidence": d.confidence, "box": box_to_dict(d.box)}
                 for d in self.digits
             ],
             "reason": self.reason,

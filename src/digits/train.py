@@ -142,13 +142,15 @@ class _NullProgress:
 
 
 class _RichProgress:
-    """One bar per epoch showing running loss, accuracy and samples/s."""
+    """One bar per epoch showing running loss, accuracy and samples/s, labelled with the run
+    (`compare` and ensembles train several in a row: each bar says whose it is)."""
 
-    def __init__(self) -> None:
+    def __init__(self, label: str) -> None:
+        from rich.markup import escape
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
         self.bar = Progress(
-            TextColumn("epoch {task.fields[epoch]}"),
+            TextColumn(escape(label) + " epoch {task.fields[epoch]}"),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn(
@@ -234,7 +236,8 @@ def train_run(
         stale_epochs, start_epoch = state["stale_epochs"], state["epoch"] + 1
 
     finished_early = config.patience > 0 and stale_epochs >= config.patience
-    reporter = _RichProgress() if progress else _NullProgress()
+    label = f"{config.recipe or config.model} s{config.seed}"
+    reporter = _RichProgress(label) if progress else _NullProgress()
     with reporter:
         for epoch in range(start_epoch, config.epochs + 1):
             if finished_early:

@@ -327,12 +327,14 @@ def tune(
     val_split: float = 0.1,
     recipe_out: str | Path | None = None,
     sampler_seed: int | None = None,
+    on_trial: Callable[[TrialRow], None] | None = None,
 ) -> TuneResult:
     """Run `trials` more trials of the study (creating or resuming it); write the best recipe.
 
     `data_path` names the data set (None: MNIST) and is recorded in configs; `data` may pass it
     already loaded. `recipe_out` defaults to runs/tune/<study>.json; the trials table goes beside
-    it as <name>-trials.csv.
+    it as <name>-trials.csv. `on_trial` hears of each trial of this process as it ends (complete,
+    pruned or failed).
     """
     if model not in REGISTRY:
         raise ValueError(f"unknown model {model!r}; choose one of: {', '.join(REGISTRY)}")
@@ -354,7 +356,15 @@ def tune(
     train_only = DigitData(loaded.x_train, loaded.y_train, None, None, loaded.source, loaded.path)
 
     study = open_study(name, storage, _study_settings(base, max_epochs), sampler_seed)
-    study.optimize(_objective(base, max_epochs, train_only), n_trials=trials, timeout=timeout)
+    callbacks = []
+    if on_trial is not None:
+        callbacks.append(lambda _study, trial: on_trial(_row(trial)))
+    study.optimize(
+        _objective(base, max_epochs, train_only),
+        n_trials=trials,
+        timeout=timeout,
+        callbacks=callbacks,
+    )
 
     rows = [_row(trial) for trial in study.get_trials(deepcopy=False)]
     path = Path(recipe_out) if recipe_out is not None else DEFAULT_ROOT / f"{name}.json"

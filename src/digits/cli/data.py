@@ -8,9 +8,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from digits.cli.common import app, console, friendly_errors, print_json
+from digits.cli.common import Typer, app, console, friendly_errors, print_json
 
-data_app = typer.Typer(help="Obtain and inspect MNIST.", no_args_is_help=True)
+data_app = Typer(help="Obtain and inspect MNIST.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
 

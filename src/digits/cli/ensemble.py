@@ -20,6 +20,9 @@ def ensemble_command(
     ] = None,
 ) -> None:
     """Average the runs' softmax outputs; the result evaluates and exports like a run."""
+    if len(runs) < 2:
+        # An "ensemble of 1 runs" would only copy that run; refused before anything is written.
+        raise ValueError(f"an ensemble needs at least two runs, got only {runs[0]}")
     from digits.data import load_dataset
     from digits.ensemble import build_ensemble
     from digits.train import read_metrics

@@ -19,12 +19,12 @@ from rich.table import Table
 from rich.text import Text
 
 from digits.answers import NOT_SURE_THRESHOLD
-from digits.cli.common import app, console, err_console, friendly_errors, print_json
+from digits.cli.common import Typer, app, console, err_console, friendly_errors, print_json
 
 if TYPE_CHECKING:
     from digits.predictor import Prediction, Predictor
 
-kaggle_app = typer.Typer(help="Kaggle Digit Recognizer submissions.", no_args_is_help=True)
+kaggle_app = Typer(help="Kaggle Digit Recognizer submissions.", no_args_is_help=True)
 app.add_typer(kaggle_app, name="kaggle")
 
 JsonOption = Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")]
@@ -258,7 +258,7 @@ def read_command(
     min_confidence: MinConfidence = NOT_SURE_THRESHOLD,
 ) -> None:
     """Several digits in one image, read left to right, with per-digit confidence and boxes."""
-    from digits.predictor import Predictor
+    from digits.predictor import Predictor, box_to_dict
     from digits.preprocess import ImageError
     from digits.segment import read_number
 
@@ -278,14 +278,15 @@ def read_command(
         return
     console.print(f"{image}: {reading.text}", markup=False, highlight=False, soft_wrap=True)
     table = Table()
-    for column in ("#", "digit", "confidence", "box (left, top, right, bottom)"):
+    for column in ("#", "digit", "confidence", "box (x, y, width, height)"):
         table.add_column(column)
     for index, digit in enumerate(reading.digits, start=1):
+        box = box_to_dict(digit.box) or {}
         table.add_row(
             str(index),
             "?" if digit.digit is None else str(digit.digit),
             _percent(digit.confidence),
-            ", ".join(map(str, digit.box)),
+            ", ".join(str(box[key]) for key in ("x", "y", "width", "height")),
         )
     console.print(table)
 

@@ -28,7 +28,8 @@ def report_command(
     report = build_report(run, out, data=None if data is None else load_dataset(data))
     metrics = report.metrics
     console.print(
-        f"{report.split} accuracy {100 * metrics.accuracy:.2f} % on {metrics.count:,} images; "
+        f"{'accuracy' if report.split == 'all' else report.split + ' accuracy'} "
+        f"{100 * metrics.accuracy:.2f} % on {metrics.count:,} images; "
         f"{len(report.images)} figures"
     )
     console.print(f"report written to {report.html}")

@@ -8,12 +8,29 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from digits.cli.common import app, console, friendly_errors, print_json
+from digits.cli.common import (
+    app,
+    compact_table,
+    console,
+    err_console,
+    friendly_errors,
+    print_json,
+)
+
+
+def claim_headline(note: str) -> str:
+    """The head of a seed's claim, up to its first comma or parenthesis: '98.66 % test' for
+    '98.66 % test, loss 0.0572'; the whole note is in `digits models NAME`."""
+    head = note.split(", ")[0].split(" (")[0].strip()
+    return head or "—"
 
 
 @app.command("models")
 @friendly_errors
 def models_command(
+    name: Annotated[
+        str | None, typer.Argument(help="One model to show in full (default: all, in brief).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")] = False,
 ) -> None:
     """The registered models: parameters, layers and what their seed claims."""
@@ -30,17 +47,41 @@ def models_command(
         }
         for spec in REGISTRY.values()
     ]
+    if name is not None:
+        chosen = [row for row in rows if row["name"] == name]
+        if not chosen:
+            raise ValueError(f"unknown model {name!r} (choose from {', '.join(REGISTRY)})")
+        row = chosen[0]
+        if as_json:
+            print_json(row)
+            return
+        seed = f"seed {row['seed']}" if row["seed"] else "ours"
+        lines = [
+            f"{row['name']}: {row['description']}",
+            f"parameters: {row['parameters']:,}",
+            f"from: {seed}; seed claims: {row['claim'] or '—'}",
+            f"train it with: digits train --model {row['name']}",
+        ]
+        console.print("\n".join(lines), highlight=False)
+        return
     if as_json:
         print_json(rows)
         return
-    table = Table()
-    for column in ("name", "parameters", "layers", "seed", "seed claims"):
-        table.add_column(column)
+    # Layers and the claims' fine print are long: they are in the detail view, not here.
+    table = compact_table()
+    table.add_column("name", no_wrap=True)
+    table.add_column("parameters", justify="right", no_wrap=True)
+    table.add_column("seed", no_wrap=True)
+    table.add_column("seed claims", no_wrap=True)
     for row in rows:
         table.add_row(
-            row["name"], f"{row['parameters']:,}", row["description"], row["seed"], row["claim"]
+            row["name"],
+            f"{row['parameters']:,}",
+            row["seed"] or "ours",
+            claim_headline(row["claim"]) if row["seed"] else "—",  # ours: no seed to claim
         )
     console.print(table)
+    console.print("layers and notes: digits models NAME")
 
 
 def _recipe_list(recipe: str) -> list[str]:
@@ -82,11 +123,12 @@ def train_command(
     resume: Annotated[
         bool,
         typer.Option(
+            "--resume",
             help="Continue the run in --out from its last epoch, with its stored config "
-            "(only --epochs may extend it)."
+            "(only --epochs may extend it).",
         ),
     ] = False,
-    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
     recipe: Annotated[
         str | None,
         typer.Option(
@@ -105,7 +147,7 @@ def train_command(
     """Train a model; the run directory gets config, history, weights and metrics."""
     from dataclasses import asdict
 
-    from digits.config import TrainConfig
+    from digits.config import ConfigError, TrainConfig
     from digits.finish import fit
     from digits.run import read_metrics
 
@@ -154,15 +196,22 @@ def train_command(
             f"--recipe {recipe}: several recipes make an ensemble; add --ensemble K "
             "(K members, taking the recipes in turn)"
         )
-    if recipe_names:
-        from digits.recipes import get_recipe
+    # A value out of range is named as it was typed (--val-split), not as the config calls it.
+    typed_names = {
+        _FIELDS[o]: o for o, value in options.items() if o in _FIELDS and value is not None
+    }
+    try:
+        if recipe_names:
+            from digits.recipes import get_recipe
 
-        configs = [
-            TrainConfig.from_dict({**asdict(get_recipe(recipe_name)), "seed": seed, **given})
-            for recipe_name in recipe_names
-        ]
-    else:
-        configs = [TrainConfig.from_dict({"model": model or "cnn", "seed": seed, **given})]
+            configs = [
+                TrainConfig.from_dict({**asdict(get_recipe(recipe_name)), "seed": seed, **given})
+                for recipe_name in recipe_names
+            ]
+        else:
+            configs = [TrainConfig.from_dict({"model": model or "cnn", "seed": seed, **given})]
+    except ConfigError as exc:
+        raise ValueError(exc.describe(typed_names)) from None
     config = configs[0]
     name = "+".join(c.recipe or c.model for c in configs)
     if ensemble is not None:
@@ -200,6 +249,7 @@ def _resumed_config(run_dir: Path, typed: dict[str, Any]) -> Any:
     the run. Options not typed leave the stored config as it is."""
     from dataclasses import replace
 
+    from digits.config import absolute_data_path
     from digits.run import CONFIG_FILE, RunError, check_epochs, read_config
 
     if "--ensemble" in typed:
@@ -214,6 +264,8 @@ def _resumed_config(run_dir: Path, typed: dict[str, Any]) -> Any:
         stored = getattr(saved, _FIELDS[option])
         if option == "--recipe":
             value = Path(value).stem if Path(value).is_file() else value
+        if option == "--data":  # stored absolute: the same data typed relative is no change
+            value = absolute_data_path(value)
         if option == "--epochs" or stored == value:
             continue
         raise RunError(
@@ -248,34 +300,48 @@ def evaluate_command(
         bool, typer.Option("--tta", help="Average over 7 shifted/rotated views of each image.")
     ] = False,
 ) -> None:
-    """Loss, accuracy, per-class precision/recall/F1 and the confusion matrix on the test set."""
-    from digits.data import load_dataset, load_mnist
+    """Loss, accuracy, per-class precision/recall/F1 and the confusion matrix, on the run's own
+    test split (its data's, else its validation split) or on --data's."""
+    from digits.calibration import calibration_summary
+    from digits.evaluate import compute_metrics, model_probabilities, run_data, scored_images
     from digits.run import load_model, require_finished
 
     # An unfinished run holds the best epoch so far and no temperature: refused, not scored.
     model = load_model(require_finished(run))
-    dataset = load_mnist() if data is None else load_dataset(data)
-    if dataset.x_test is not None and dataset.y_test is not None:
-        images, labels = dataset.x_test, dataset.y_test
-    else:  # a Kaggle train.csv has no test split: score on all of it
-        images, labels = dataset.x_train, dataset.y_train
-    from digits.calibration import calibration_summary
-    from digits.evaluate import compute_metrics, model_probabilities
-
+    scored = scored_images(run, run_data(run, data))
+    images, labels = scored.images, scored.labels
     if tta:
         from digits.tta import tta_probabilities
 
-        probabilities = tta_probabilities(model, images)
+        # Seven passes over the images take a while: say so where someone is watching.
+        watching = err_console if err_console.is_terminal else None
+        probabilities = tta_probabilities(model, images, progress=watching)
     else:
         probabilities = model_probabilities(model, images)  # one pass serves both reports
     metrics = compute_metrics(probabilities, labels)
     calibration = calibration_summary(run, probabilities, labels)
+    if scored.seen_in_training:
+        err_console.print(
+            f"warning: {scored.seen_in_training:,} of these {scored.count:,} images are ones "
+            f"{run} trained on, so its accuracy on them overstates how well it reads new digits",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
     if as_json:
-        print_json({"run": str(run), **metrics.to_dict(), **calibration})
+        print_json({"run": str(run), "data": scored.to_dict(), **metrics.to_dict(), **calibration})
         return
     console.print(
         f"{run}: accuracy {100 * metrics.accuracy:.2f} %  loss {metrics.loss:.4f}  "
-        f"macro F1 {metrics.macro_f1:.4f}  ({metrics.count:,} images)"
+        f"macro F1 {metrics.macro_f1:.4f}  ({metrics.count:,} images)",
+        highlight=False,
+        soft_wrap=True,
+    )
+    console.print(
+        f"scored on {scored.describe()}: {scored.count:,} images",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
     )
     if metrics.refused:
         console.print(
@@ -284,7 +350,9 @@ def evaluate_command(
         )
     console.print(
         f"calibration: ECE {calibration['ece']:.4f} → {calibration['ece_calibrated']:.4f} "
-        f"at temperature {calibration['temperature']:.3f} ({calibration['temperature_source']})"
+        f"at temperature {calibration['temperature']:.3f} ({calibration['temperature_source']})",
+        highlight=False,
+        soft_wrap=True,
     )
     table = Table()
     for column in ("digit", "precision", "recall", "F1", "support"):

@@ -14,8 +14,15 @@ from matplotlib.figure import Figure
 from digits.answers import split_not_digit
 from digits.atomic import atomic_write_bytes, atomic_write_text
 from digits.config import TrainConfig
-from digits.data import DigitData, load_mnist, stratified_split
-from digits.evaluate import Metrics, compute_metrics, model_probabilities
+from digits.data import DigitData
+from digits.evaluate import (
+    HeldOut,
+    Metrics,
+    compute_metrics,
+    model_probabilities,
+    run_data,
+    scored_images,
+)
 from digits.report import curves, eda, results
 from digits.report.augmented import augmented_samples
 from digits.report.figures import png_bytes
@@ -25,7 +32,6 @@ from digits.run import (
     HISTORY_FILE,
     METRICS_FILE,
     RunError,
-    load_data,
     load_model,
     read_history,
     read_metrics,
@@ -45,15 +51,6 @@ class Report:
     metrics: Metrics
 
 
-@dataclass(frozen=True)
-class HeldOut:
-    """The labelled images the run never trained on, and what they are called."""
-
-    images: np.ndarray
-    labels: np.ndarray
-    name: str
-
-
 def _read_config(run_dir: Path) -> TrainConfig | None:
     path = run_dir / CONFIG_FILE
     if not path.exists():
@@ -68,20 +65,6 @@ def _training_images(config: TrainConfig | None, data: DigitData) -> tuple[np.nd
     """The images the run drew its training and validation splits from."""
     limit = config.limit if config is not None else None
     return data.x_train[:limit], data.y_train[:limit]
-
-
-def held_out(config: TrainConfig | None, data: DigitData, run_dir: Path) -> HeldOut:
-    """The test split when the data has one, else the run's own validation split."""
-    if data.x_test is not None and data.y_test is not None:
-        return HeldOut(data.x_test, data.y_test, "test")
-    if config is not None and config.val_split > 0:
-        images, labels = _training_images(config, data)
-        _, validation = stratified_split(labels, config.val_split, config.seed)
-        return HeldOut(images[validation], labels[validation], "validation")
-    raise RunError(
-        f"{run_dir}: its data ({data.path}) has no test split and the run held out no validation "
-        "data, so there is nothing unseen to evaluate on"
-    )
 
 
 def _summary_rows(
@@ -174,7 +157,7 @@ def _sections(
         for r in results.classification_rows(metrics)
     ]
     outcome = Section(
-        f"Results on the {split} set",
+        f"Results on the {split} set" if split != "all" else "Results on all the images",
         [
             table(
                 ("images", "accuracy", "loss", "macro F1", "errors"),
@@ -213,7 +196,7 @@ def build_report(
 ) -> Report:
     """Write RUN/report/ (or `out_dir`): one PNG per figure and report.html embedding them all.
 
-    `data` replaces the run's own data set (by default the one its config names, else MNIST).
+    `data` replaces the run's own data set (by default the one it trained on, else MNIST).
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -223,8 +206,8 @@ def build_report(
     model = load_model(run_dir)  # damaged weights are named before "not finished"
     require_finished(run_dir)
     if data is None:
-        data = load_data(config) if config is not None else load_mnist()
-    evaluation = held_out(config, data, run_dir)
+        data = run_data(run_dir)
+    evaluation = scored_images(run_dir, data)
     probabilities = model_probabilities(model, evaluation.images)
     metrics = compute_metrics(probabilities, evaluation.labels)
     history = read_history(run_dir) if (run_dir / HISTORY_FILE).exists() else []
@@ -246,7 +229,8 @@ def build_report(
         name = str((run_metrics or {}).get("recipe") or run_dir.name)
     title = f"digits report: {name}"
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    subtitle = f"{run_dir} · data {data.source} ({data.path}) · written {stamp}"
+    scored = f"scored on {evaluation.describe()}: {evaluation.count:,} images"
+    subtitle = f"{run_dir} · {scored} · written {stamp}"
     sections = _sections(
         pngs, metrics, evaluation.name, _summary_rows(run_dir, config, run_metrics)
     )

@@ -50,7 +50,8 @@ def class_balance(train_labels: np.ndarray, test_labels: np.ndarray | None) -> F
     axes.set_xlabel("digit")
     axes.set_ylabel("images")
     axes.set_title("class balance")
-    axes.legend()
+    # Outside the axes, right of them: inside, it would cover the tallest bars.
+    figure.legend(loc="outside right upper")
     return figure
 
 
