@@ -79,7 +79,7 @@ def test_directory_is_self_contained_and_metrics_read_like_a_run(
 ) -> None:
     out = build_ensemble(two_runs, tmp_path / "pair", data=tiny)
     description = json.loads((out / "ensemble.json").read_text())
-    assert [m["run"] for m in description["members"]] == [str(run) for run in two_runs]
+    assert [m["run"] for m in description["members"]] == [str(run.resolve()) for run in two_runs]
     metrics = read_metrics(out)
     assert metrics["members"] == 2
     assert metrics["test"]["count"] == 500
@@ -150,6 +150,15 @@ def test_train_command_with_ensemble(small_npz: Path, tmp_path: Path) -> None:
     assert read_metrics(out)["members"] == 2
     assert (out / "seed0" / "metrics.json").exists()
     assert (out / "seed1" / "metrics.json").exists()
+    # The ensemble records its members' data: moved away from them, it still evaluates on it.
+    assert json.loads((out / "ensemble.json").read_text())["data"] == str(small_npz.resolve())
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    for name in ("ensemble.json", "metrics.json", "model.onnx", "finished.json", "members"):
+        (out / name).rename(alone / name)
+    evaluated = CliRunner().invoke(app, ["evaluate", str(alone), "--json"])
+    assert evaluated.exit_code == 0, evaluated.output
+    assert json.loads(evaluated.stdout)["data"]["path"] == str(small_npz.resolve())
 
 
 def test_ensemble_command_refuses_a_single_run(two_runs: list[Path], tmp_path: Path) -> None:
