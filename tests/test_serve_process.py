@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -305,3 +306,64 @@ def test_a_body_longer_than_its_content_length_gets_json_4xx(guarded_server: int
     for response in responses:
         assert 400 <= int(response.split()[1]) < 500, response
         assert json_of(response)["error"]
+
+
+# --- several workers -----------------------------------------------------------------------------
+
+
+def cpu_ticks(pid: int) -> int:
+    """User and system time a process has used so far, in clock ticks."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def worker_pids(supervisor: int) -> list[int]:
+    """The worker processes of a uvicorn supervisor (not multiprocessing's resource tracker)."""
+    children = Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split()
+    return [
+        int(pid)
+        for pid in children
+        if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()
+    ]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="SO_REUSEPORT balances only on Linux")
+def test_connections_opened_together_reach_every_worker(trained_cnn_run: Path) -> None:
+    # A client pool opening its connections at once: with one socket shared by the workers, the
+    # first to wake accepted them all and the other idled (half the throughput). Each worker
+    # has its own socket now, and the kernel spreads the connections over them.
+    port = free_port()
+    command = [str(DIGITS), "serve", str(trained_cnn_run), "--workers", "2", "--port", str(port)]
+    environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=environment
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(process.stdout or []), daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 60
+        while sum("Application startup complete" in line for line in lines) < 2:
+            assert time.monotonic() < deadline and process.poll() is None, "".join(lines)
+            time.sleep(0.1)
+        workers = worker_pids(process.pid)
+        assert len(workers) == 2
+        before = [cpu_ticks(pid) for pid in workers]
+        connections = [http.client.HTTPConnection("127.0.0.1", port, timeout=10) for _ in range(16)]
+        for connection in connections:
+            connection.connect()
+        body = one_png()
+        for _ in range(10):
+            for connection in connections:
+                connection.request("POST", "/api/predict", body, {"Content-Type": "image/png"})
+            for connection in connections:
+                assert connection.getresponse().read()
+        used = [cpu_ticks(pid) - start for pid, start in zip(workers, before, strict=True)]
+        # 160 drawings take ~2 ticks of 10 ms each per 10 drawings: both workers took a share.
+        assert min(used) >= 0.2 * max(used), used
+        for connection in connections:
+            connection.close()
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            process.wait(timeout=20)

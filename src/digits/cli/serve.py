@@ -169,8 +169,9 @@ def check_listen(host: str, port: int) -> None:
 
 
 SUPERVISOR = """
-import json, sys, uvicorn
-uvicorn.run("digits.serve.app:app_from_environment", **json.loads(sys.argv[1]))
+import json, sys
+from digits.serve.workers import run
+run(json.loads(sys.argv[1]))
 """
 
 
