@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[all]'
 	touch $(STAMP)
 
-# What the tests drive besides Python (Chromium for the browser tests), installed when missing.
+# What the tests drive besides Python (Chromium, PostgreSQL's programs), installed when missing.
 system-deps:
 	tools/system-deps
 

@@ -6,6 +6,7 @@ marked `slow` and also run as benchmarks.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -84,3 +85,12 @@ def refusing_run(mnist: DigitData, tmp_path_factory: pytest.TempPathFactory) -> 
         return fit(config, tmp_path_factory.mktemp("runs") / "refusing", data=small)
     finally:
         patch.undo()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A real PostgreSQL server on loopback for the whole session (tests/postgres.py)."""
+    from tests.postgres import postgres_server
+
+    with postgres_server() as url:
+        yield url

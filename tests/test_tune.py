@@ -22,7 +22,15 @@ from digits.data import DigitData, load_dataset
 from digits.finish import fit
 from digits.models import REGISTRY, create_model
 from digits.train import EpochRecord, TrainConfig, read_history, read_metrics
-from digits.tune import SPACES, model_family, suggest_config, tune
+from digits.tune import (
+    SPACES,
+    TrialRow,
+    database_url,
+    model_family,
+    open_storage,
+    suggest_config,
+    tune,
+)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 QUICK: dict[str, Any] = {"max_epochs": 1, "limit": 300, "sampler_seed": 0}
@@ -291,3 +299,59 @@ def test_tune_command_prints_one_tidy_line_per_trial_and_no_optuna_log(
     assert sorted(line.split()[0] for line in table[2:]) == ["0", "1"]
     assert all(len(line) <= 80 for line in table)
     assert any(line.startswith("best: trial ") for line in lines)
+
+
+def test_workers_run_one_study_with_the_cores_split(tmp_path: Path, small_npz: Path) -> None:
+    rows: list[TrialRow] = []
+    result = tune(
+        "ann",
+        4,
+        storage=f"sqlite:///{tmp_path / 'local.db'}",
+        workers=2,
+        max_epochs=1,
+        limit=200,
+        data_path=str(small_npz),
+        recipe_out=tmp_path / "best.json",
+        sampler_seed=3,
+        on_trial=rows.append,
+    )
+    # Every trial of both workers was heard of once, as it ended, and none failed.
+    assert sorted(row.number for row in rows) == [0, 1, 2, 3]
+    assert {row.state for row in rows} <= {"complete", "pruned"}
+    assert len(result.trials) == 4
+    assert result.recipe_path is not None and result.recipe_path.exists()
+    # Different seeds per worker: the two first trials are not the same config twice.
+    first_two = sorted(rows, key=lambda row: row.number)[:2]
+    assert first_two[0].params != first_two[1].params
+
+
+def test_workers_and_another_machine_share_a_postgresql_study(
+    postgres_url: str, tmp_path: Path, small_npz: Path
+) -> None:
+    common = {"max_epochs": 1, "limit": 200, "data_path": str(small_npz)}
+    result = tune(
+        "ann", 2, storage=postgres_url, workers=2, recipe_out=tmp_path / "a.json", **common
+    )
+    assert len(result.trials) == 2
+    # Another machine, here another process, joins the same study through its URL.
+    command = [str(Path(sys.executable).with_name("digits")), "tune", "--model", "ann"]
+    command += ["--trials", "1", "--storage", postgres_url, "--epochs", "1", "--limit", "200"]
+    command += ["--data", str(small_npz), "--recipe-out", str(tmp_path / "b.json")]
+    joined = subprocess.run(command, capture_output=True, text=True, timeout=180)
+    assert joined.returncode == 0, joined.stderr
+    assert "storage: postgresql://postgres@127.0.0.1" in joined.stdout
+    trials = optuna.load_study(study_name="ann", storage=database_url(postgres_url)).trials
+    assert sorted(trial.number for trial in trials) == [0, 1, 2]
+    assert all(trial.state.is_finished() for trial in trials)
+    assert all(trial.state != optuna.trial.TrialState.FAIL for trial in trials)
+    # The best trial's recipe trains directly.
+    assert TrainConfig.from_dict(json.loads((tmp_path / "b.json").read_text())).model == "ann"
+
+
+def test_a_storage_that_cannot_be_opened_is_one_line_without_its_password() -> None:
+    with pytest.raises(ValueError, match="cannot open the study storage") as caught:
+        open_storage("postgresql://someone:hunter2@127.0.0.1:1/nothing")
+    assert "hunter2" not in str(caught.value)
+    assert "someone:***@127.0.0.1:1/nothing" in str(caught.value)
+    assert database_url("postgres://u@h/d") == "postgresql+psycopg://u@h/d"
+    assert database_url("sqlite:///x.db") == "sqlite:///x.db"

@@ -4,9 +4,11 @@ Each trial trains on the training split and is scored on the validation split on
 is removed from the data before any trial sees it, so it can never guide the search. Trials report
 validation accuracy after every epoch and the median pruner stops the ones that fall behind.
 
-Studies live in a database (SQLite by default, `runs/tune/<study>.db`), so a stopped study resumes
-where it was and several processes may work on one study at once: start the same command with the
-same `--storage` in each of them; every process adds its own `trials` to the shared study.
+Studies live in a database (SQLite by default, `runs/tune/<study>.db`; PostgreSQL for several
+machines), so a stopped study resumes where it was and several processes may work on one study at
+once: start the same command with the same `--storage` in each of them, every process adding its
+own `trials` to the shared study. `workers=N` starts N such processes here, the cores split
+between them, and gathers what they find.
 """
 
 from __future__ import annotations
@@ -18,8 +20,12 @@ import inspect
 import io
 import json
 import math
+import multiprocessing
+import os
 import tempfile
+import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields, replace
 from functools import cache
@@ -184,13 +190,38 @@ def _setup_lock(url: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def database_url(url: str) -> str:
+    """The SQLAlchemy URL for a storage URL as users write it: a plain `postgresql://` (or
+    `postgres://`) goes through psycopg 3, the driver the `train` extra installs (SQLAlchemy's
+    default for that scheme would be psycopg2)."""
+    for scheme in ("postgresql://", "postgres://"):
+        if url.startswith(scheme):
+            return "postgresql+psycopg://" + url.removeprefix(scheme)
+    return url
+
+
 def open_storage(url: str) -> optuna.storages.BaseStorage:
     """An Optuna storage for `url`; SQLite files get their folder created and a patient lock."""
     if _sqlite_file(url) is not None:
         return optuna.storages.RDBStorage(
             url, engine_kwargs={"connect_args": {"timeout": SQLITE_LOCK_TIMEOUT}}
         )
-    return optuna.storages.RDBStorage(url)
+    try:
+        return optuna.storages.RDBStorage(database_url(url))
+    except Exception as exc:  # SQLAlchemy and the drivers raise many kinds; all mean "cannot use"
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"cannot open the study storage {shown_url(url)}: {reason}") from None
+
+
+def shown_url(url: str) -> str:
+    """The storage URL with its password masked, for messages and tables."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url
 
 
 def _study_settings(base: TrainConfig, max_epochs: int) -> dict[str, Any]:
@@ -328,13 +359,15 @@ def tune(
     recipe_out: str | Path | None = None,
     sampler_seed: int | None = None,
     on_trial: Callable[[TrialRow], None] | None = None,
+    workers: int = 1,
 ) -> TuneResult:
     """Run `trials` more trials of the study (creating or resuming it); write the best recipe.
 
     `data_path` names the data set (None: MNIST) and is recorded in configs; `data` may pass it
     already loaded. `recipe_out` defaults to runs/tune/<study>.json; the trials table goes beside
     it as <name>-trials.csv. `on_trial` hears of each trial of this process as it ends (complete,
-    pruned or failed).
+    pruned or failed). `workers` > 1 runs the trials in that many local processes on the study,
+    the cores split between them (see `_optimize_in_workers`).
     """
     if model not in REGISTRY:
         raise ValueError(f"unknown model {model!r}; choose one of: {', '.join(REGISTRY)}")
@@ -346,6 +379,8 @@ def tune(
         raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
     if not 0.0 < val_split < 1.0:
         raise ValueError(f"tuning needs a validation split in (0, 1), got {val_split}")
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
     name = study_name or model
     storage = storage or default_storage(name)
     base = TrainConfig(
@@ -355,16 +390,25 @@ def tune(
     # The test split is dropped here, before any training, so no trial can be scored on it.
     train_only = DigitData(loaded.x_train, loaded.y_train, None, None, loaded.source, loaded.path)
 
-    study = open_study(name, storage, _study_settings(base, max_epochs), sampler_seed)
-    callbacks = []
-    if on_trial is not None:
-        callbacks.append(lambda _study, trial: on_trial(_row(trial)))
-    study.optimize(
-        _objective(base, max_epochs, train_only),
-        n_trials=trials,
-        timeout=timeout,
-        callbacks=callbacks,
-    )
+    settings = _study_settings(base, max_epochs)
+    study = open_study(name, storage, settings, sampler_seed)
+    if workers > 1:
+        _optimize_in_workers(
+            _Work(name, storage, settings, base, max_epochs, train_only, timeout, sampler_seed),
+            trials,
+            workers,
+            on_trial,
+        )
+    else:
+        callbacks = []
+        if on_trial is not None:
+            callbacks.append(lambda _study, trial: on_trial(_row(trial)))
+        study.optimize(
+            _objective(base, max_epochs, train_only),
+            n_trials=trials,
+            timeout=timeout,
+            callbacks=callbacks,
+        )
 
     rows = [_row(trial) for trial in study.get_trials(deepcopy=False)]
     path = Path(recipe_out) if recipe_out is not None else DEFAULT_ROOT / f"{name}.json"
@@ -377,3 +421,67 @@ def tune(
     config = recipe_from_trial(best_trial, name)
     write_recipe(config, path)
     return TuneResult(name, storage, rows, _row(best_trial), config, path, summary)
+
+
+@dataclass(frozen=True)
+class _Work:
+    """What a worker process needs to add trials to the study (sent to it pickled)."""
+
+    study: str
+    storage: str
+    settings: dict[str, Any]
+    base: TrainConfig
+    max_epochs: int
+    data: DigitData
+    timeout: float | None
+    sampler_seed: int | None
+
+
+def _worker(work: _Work, trials: int, index: int, threads: int) -> int:
+    """One worker process: its share of the trials, on its share of the cores."""
+    import torch
+
+    torch.set_num_threads(threads)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Each worker samples with its own seed: with one seed, all would suggest the same configs.
+    seed = None if work.sampler_seed is None else work.sampler_seed + index
+    study = open_study(work.study, work.storage, work.settings, seed)
+    study.optimize(
+        _objective(work.base, work.max_epochs, work.data), n_trials=trials, timeout=work.timeout
+    )
+    return trials
+
+
+def _optimize_in_workers(
+    work: _Work, trials: int, workers: int, on_trial: Callable[[TrialRow], None] | None
+) -> None:
+    """Run `trials` trials in `workers` processes on one study (the storage is what they share,
+    as separate machines would), each with cores / workers threads; report each trial that ends
+    to `on_trial` as the study records it. A worker's error is raised here once all have ended."""
+    shares = [trials // workers + (index < trials % workers) for index in range(workers)]
+    shares = [share for share in shares if share > 0]
+    threads = max(1, (os.cpu_count() or 1) // len(shares))
+    storage = open_storage(work.storage)
+    study_id = storage.get_study_id_from_name(work.study)
+    known = {t.number for t in storage.get_all_trials(study_id, deepcopy=False)}
+    ended: set[int] = set()
+    # Spawned, not forked: torch's thread pools and the storage's connections do not survive
+    # a fork, and a fresh interpreter per worker is what a second machine would be.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=len(shares), mp_context=context) as pool:
+        futures: list[Future[int]] = [
+            pool.submit(_worker, work, share, index, threads) for index, share in enumerate(shares)
+        ]
+        while True:
+            finished = all(future.done() for future in futures)
+            for trial in storage.get_all_trials(study_id, deepcopy=False):
+                if trial.number in known or trial.number in ended or not trial.state.is_finished():
+                    continue
+                ended.add(trial.number)
+                if on_trial is not None:
+                    on_trial(_row(trial))
+            if finished:
+                break
+            time.sleep(0.5)
+        for future in futures:
+            future.result()  # a worker's exception, raised in this process

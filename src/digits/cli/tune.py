@@ -69,7 +69,8 @@ def tune_command(
     storage: Annotated[
         str | None,
         typer.Option(
-            help="Optuna storage URL (default sqlite:///runs/tune/STUDY.db); give several "
+            help="Optuna storage URL (default sqlite:///runs/tune/STUDY.db; "
+            "postgresql://USER:PASSWORD@HOST/DB for several machines); give several "
             "processes the same one to tune in parallel."
         ),
     ] = None,
@@ -92,11 +93,17 @@ def tune_command(
     seed: Annotated[
         int | None, typer.Option(help="Seed of the sampler (reproducible search).")
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Local worker processes on the study; the cores are split between them."
+        ),
+    ] = 1,
 ) -> None:
     """Search lr, batch size, dropout, widths, schedule, epochs and augmentation on validation."""
     import optuna
 
-    from digits.tune import tune
+    from digits.tune import shown_url, tune
 
     # Optuna logs every trial at INFO with full-precision floats; trial_line says it tidily.
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -112,9 +119,11 @@ def tune_command(
         recipe_out=recipe_out,
         sampler_seed=seed,
         on_trial=lambda row: console.print(trial_line(row), highlight=False),
+        workers=workers,
     )
     console.print(trials_table(result))
-    console.print(f"storage: {result.storage}; every trial: {result.summary_path}", highlight=False)
+    storage_shown = shown_url(result.storage)
+    console.print(f"storage: {storage_shown}; every trial: {result.summary_path}", highlight=False)
     if result.best is None or result.recipe_path is None:
         console.print("no trial has completed yet, so there is no best config to write")
         return
