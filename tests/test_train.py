@@ -301,3 +301,37 @@ def test_the_training_loop_imports_nothing_above_it() -> None:
     )
     found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert found.stdout.strip() == "[]"
+
+
+# --- devices --------------------------------------------------------------------------------
+
+
+def test_devices_are_resolved_and_missing_ones_named() -> None:
+    from digits.devices import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu") or (
+        resolve_device("auto").type == "mps"
+    )
+    with pytest.raises(ValueError, match="--device 'tpu' is not one of auto, cpu, cuda, mps"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="--device cuda: no CUDA device is available here"):
+            resolve_device("cuda")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for machines without CUDA")
+def test_a_missing_gpu_is_one_line_and_leaves_no_run(tmp_path: Path) -> None:
+    out = tmp_path / "gpu-run"
+    options = ["--model", "ann", "--epochs", "1", "--limit", "600", "--out", str(out)]
+    result = runner.invoke(app, ["train", *options, "--device", "cuda"])
+    assert result.exit_code == 1
+    assert "--device cuda: no CUDA device" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_the_device_is_recorded_in_the_metrics(tmp_path: Path, small_mnist: DigitData) -> None:
+    run = fit(_config(model="ann", epochs=1), tmp_path / "cpu", data=small_mnist, device="cpu")
+    assert read_metrics(run)["device"] == "cpu"
+    assert read_metrics(run)["precision"] in ("fp32", "bf16")

@@ -234,6 +234,7 @@ def train_ensemble(
     count: int,
     *,
     progress: bool = False,
+    device: str = "auto",
     data: DigitData | None = None,
 ) -> Path:
     """Train `count` member runs under out_dir, then average them into out_dir.
@@ -249,7 +250,11 @@ def train_ensemble(
     out_dir = Path(out_dir)
     runs = [
         train_or_reuse(
-            member, out_dir / member_dir_name(member, mixed=mixed), data=data, progress=progress
+            member,
+            out_dir / member_dir_name(member, mixed=mixed),
+            data=data,
+            progress=progress,
+            device=device,
         )
         for member in member_configs(configs, count)
     ]

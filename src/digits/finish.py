@@ -17,6 +17,7 @@ import numpy as np
 
 from digits.config import EpochRecord, TrainConfig
 from digits.data import DigitData
+from digits.devices import use_bf16
 from digits.evaluate import evaluate_model
 from digits.export import finish_run as calibrate_and_export
 from digits.models import count_parameters
@@ -30,7 +31,6 @@ from digits.run import (
     read_config,
     run_state,
     split_data,
-    use_bf16,
     write_metrics,
 )
 from digits.train import train_run
@@ -45,8 +45,10 @@ def fit(
     data: DigitData | None = None,
     stop_after_epoch: int | None = None,
     on_epoch: Callable[[EpochRecord], None] | None = None,
+    device: str = "auto",
 ) -> Path:
-    """Train (digits.train.train_run), then finish the run unless stopped early; return it."""
+    """Train (digits.train.train_run) on `device`, then finish the run unless stopped early;
+    return it."""
     trained = train_run(
         config,
         out_dir,
@@ -55,6 +57,7 @@ def fit(
         data=data,
         stop_after_epoch=stop_after_epoch,
         on_epoch=on_epoch,
+        device=device,
     )
     if trained.complete:
         finish(trained.run_dir, trained.data)
@@ -70,7 +73,11 @@ def finish(run_dir: str | Path, data: DigitData | None = None) -> Path:
     if state is None:
         raise RunError(f"{run_dir}: no epoch has been trained; nothing to finish")
     history = [EpochRecord(**row) for row in json.loads(state["history"])]
-    write_metrics(run_dir, run_metrics(run_dir, config, data, history, int(state["best_epoch"])))
+    metrics = run_metrics(run_dir, config, data, history, int(state["best_epoch"]))
+    # Where the epochs ran, as the loop recorded it (checkpoints from before: the CPU).
+    metrics["device"] = state.get("device", "cpu")
+    metrics["precision"] = state.get("precision", metrics["precision"])
+    write_metrics(run_dir, metrics)
     split = split_data(config, data)
     calibrate_and_export(run_dir, split.x_val, split.y_val, split.x_train, split.y_train)
     mark_finished(run_dir)
@@ -96,7 +103,7 @@ def run_metrics(
         "best_epoch": best_epoch,
         "train_seconds": sum(record.seconds for record in history),
         "samples_per_s": float(np.mean([record.samples_per_s for record in history])),
-        "precision": "bf16" if use_bf16(config.precision) else "fp32",
+        "precision": "bf16" if use_bf16(config.precision) else "fp32",  # on the CPU
         "val_accuracy": best.val_accuracy if has_val else None,
         "val_loss": best.val_loss if has_val else None,
         "test": None,
@@ -112,6 +119,7 @@ def train_or_reuse(
     *,
     data: DigitData | None = None,
     progress: bool = False,
+    device: str = "auto",
 ) -> Path:
     """Train into run_dir unless it already holds this very config: a finished run is reused,
     an unfinished one resumed (and finished), a created-but-never-trained one started afresh."""
@@ -129,4 +137,4 @@ def train_or_reuse(
         if state == "finished":
             return run_dir
     resume = state == "training" and (run_dir / CONFIG_FILE).exists()
-    return fit(config, run_dir, resume=resume, progress=progress, data=data)
+    return fit(config, run_dir, resume=resume, progress=progress, data=data, device=device)

@@ -95,7 +95,10 @@ def save_weights(path: Path, model: nn.Module, config: TrainConfig) -> None:
     """Weights as safetensors, with what rebuilds the model in the metadata (no pickle anywhere);
     written atomically, fsynced, readable by all (0644)."""
     metadata = {"model": config.model, "model_args": json.dumps(config.factory_args())}
-    tensors = {name: value.detach().contiguous() for name, value in model.state_dict().items()}
+    # From the CPU whatever the device trained on: the file is the same everywhere.
+    tensors = {
+        name: value.detach().cpu().contiguous() for name, value in model.state_dict().items()
+    }
     atomic_write_bytes(path, save_safetensors(tensors, metadata=metadata))
 
 
@@ -164,7 +167,8 @@ def load_checkpoint(run_dir: Path) -> dict[str, Any] | None:
     if not path.exists():
         return None
     try:
-        state: dict[str, Any] = torch.load(path, weights_only=True)
+        # Onto the CPU first: a run checkpointed on a GPU resumes on a machine without one.
+        state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for a damaged archive
         raise RunError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from None
     return state
@@ -294,13 +298,6 @@ def split_data(config: TrainConfig, data: DigitData) -> Split:
 # --- models --------------------------------------------------------------------------------
 
 
-def use_bf16(precision: str) -> bool:
-    """bfloat16 autocast for 'bf16', or for 'auto' where the CPU has native bf16 instructions."""
-    if precision == "auto":
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    return precision == "bf16"
-
-
 def to_tensor(images: np.ndarray) -> torch.Tensor:
     """uint8 N×28×28 → float32 N×1×28×28 in [0, 1], the input every model expects."""
     return torch.from_numpy(np.ascontiguousarray(images)).float().div_(255.0).unsqueeze(1)
@@ -312,7 +309,7 @@ def predict_logits(
     """Logits for a float image tensor, in batches, without gradients."""
     model.eval()
     outputs = []
-    with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+    with torch.inference_mode(), torch.autocast(images.device.type, torch.bfloat16, enabled=bf16):
         for start in range(0, len(images), batch_size):
             outputs.append(model(images[start : start + batch_size]).float())
     return torch.cat(outputs) if outputs else torch.empty(0, 10)

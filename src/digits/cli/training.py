@@ -129,6 +129,13 @@ def train_command(
         ),
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+    device: Annotated[
+        str,
+        typer.Option(
+            help="auto (CUDA, else Apple's MPS, else the CPU), cpu, cuda or mps; the run "
+            "directory is the same on each, and a run resumes on any of them."
+        ),
+    ] = "auto",
     recipe: Annotated[
         str | None,
         typer.Option(
@@ -172,7 +179,7 @@ def train_command(
             raise ValueError("--resume continues the run in --out DIR; say which with --out")
         typed = {option: value for option, value in options.items() if value is not None}
         run_dir = out
-        fit(_resumed_config(out, typed), out, resume=True, progress=not quiet)
+        fit(_resumed_config(out, typed), out, resume=True, progress=not quiet, device=device)
         _print_summary(run_dir, read_metrics(run_dir), ensemble=False)
         return
     if model is not None and recipe is not None:
@@ -218,10 +225,10 @@ def train_command(
         from digits.ensemble import train_ensemble
 
         run_dir = out or Path("runs") / f"{name}-ensemble{ensemble}-seed{config.seed}"
-        train_ensemble(configs, run_dir, ensemble, progress=not quiet)
+        train_ensemble(configs, run_dir, ensemble, progress=not quiet, device=device)
     else:
         run_dir = out or Path("runs") / f"{name}-seed{config.seed}"
-        fit(config, run_dir, progress=not quiet)
+        fit(config, run_dir, progress=not quiet, device=device)
     _print_summary(run_dir, read_metrics(run_dir), ensemble=ensemble is not None)
 
 
