@@ -81,6 +81,9 @@ class TrainConfig:
     """Generated non-digits (letters, symbols, shapes: `digits.data.negatives`) added to every
     batch, as a share of its digits (0.1 = one for every ten), labelled as an eleventh class "not
     a digit"; 0 trains a ten-class model on digits alone."""
+    world_size: int = 1
+    """Processes that trained the run together (DistributedDataParallel under torchrun), each
+    on its shard of every batch; set by the training itself, and a resume needs as many."""
 
     def __post_init__(self) -> None:
         if self.data is not None:
@@ -133,6 +136,8 @@ class TrainConfig:
             problems.append(("limit", f"{{name}} must be >= 1, got {self.limit}"))
         if not 0.0 <= self.negatives <= 1.0:
             problems.append(("negatives", f"{{name}} must be in [0, 1], got {self.negatives}"))
+        if self.world_size < 1:
+            problems.append(("world_size", f"{{name}} must be >= 1, got {self.world_size}"))
         if problems:
             raise ConfigError(problems)
 

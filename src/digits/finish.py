@@ -18,6 +18,7 @@ import numpy as np
 from digits.config import EpochRecord, TrainConfig
 from digits.data import DigitData
 from digits.devices import use_bf16
+from digits.distributed import current
 from digits.evaluate import evaluate_model
 from digits.export import finish_run as calibrate_and_export
 from digits.models import count_parameters
@@ -59,8 +60,10 @@ def fit(
         on_epoch=on_epoch,
         device=device,
     )
-    if trained.complete:
+    group = current()
+    if trained.complete and group.main:  # one process writes the run directory
         finish(trained.run_dir, trained.data)
+    group.barrier()  # the others wait, so that all end with a finished run on disk
     return trained.run_dir
 
 

@@ -15,7 +15,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from digits.augment import AugmentConfig, augment_batch
 from digits.config import OPTIMIZERS, PRECISIONS, SCHEDULES, EpochRecord, TrainConfig
 from digits.data import DigitData
 from digits.devices import resolve_device, use_bf16
+from digits.distributed import Group, join
 from digits.ema import WeightAverage
 from digits.models import create_model
 
@@ -43,6 +44,7 @@ from digits.run import (
     load_weights,
     open_for_training,
     predict_logits,
+    read_config,
     read_history,
     read_metrics,
     save_checkpoint,
@@ -195,13 +197,20 @@ def train_run(
     one of `digits.devices.DEVICES` ("auto": the best one here).
     """
     target = resolve_device(device)  # before anything is written: a missing GPU leaves no run
+    group = join(target)  # under torchrun: this process's rank among the trainers
     out_dir = Path(out_dir)
     if resume:  # the stored config decides what data to load
-        config = open_for_training(out_dir, config, resume=True)
+        stored = read_config(out_dir)
+        if stored.world_size != group.world:
+            raise RunError(
+                f"{out_dir}: trained by {stored.world_size} process(es); resume it with as many "
+                f"(`digits train --nproc {stored.world_size} --resume --out {out_dir}`)"
+            )
+        config = _open_on_main(group, out_dir, config, resume=True)
         data = load_data(config) if data is None else data
     else:
         data = load_data(config) if data is None else data
-        config = open_for_training(out_dir, config, resume=False)
+        config = _open_on_main(group, out_dir, replace(config, world_size=group.world), False)
 
     split = split_data(config, data)
     x_train, y_train = to_tensor(split.x_train), torch.from_numpy(split.y_train).long()
@@ -221,6 +230,12 @@ def train_run(
     model = create_model(config.model, **config.factory_args())
     # channels_last lets oneDNN (CPU) and cuDNN pick their fastest convolution kernels.
     model = model.to(target, memory_format=torch.channels_last)  # type: ignore[call-overload]
+    # Several processes: each step's gradients are averaged over them (DDP) before the update.
+    trainer: nn.Module = model
+    if group.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        trainer = DistributedDataParallel(model)
     optimizer = _make_optimizer(config, model)
     steps_per_epoch = math.ceil(len(x_train) / config.batch_size)
     schedule = _make_schedule(config, optimizer, steps_per_epoch)
@@ -245,13 +260,17 @@ def train_run(
 
     finished_early = config.patience > 0 and stale_epochs >= config.patience
     label = f"{config.recipe or config.model} s{config.seed}"
-    reporter = _RichProgress(label) if progress else _NullProgress()
+    reporter = _RichProgress(label) if progress and group.main else _NullProgress()
     with reporter:
         for epoch in range(start_epoch, config.epochs + 1):
             if finished_early:
                 break
             torch.manual_seed(config.seed * 100_003 + epoch)  # dropout and batch order, per epoch
             order = torch.randperm(len(x_train))
+            if group.world > 1:
+                # Every process drew the same order; each now draws its own negatives and
+                # distortions for its own shard.
+                torch.manual_seed(config.seed * 100_003 + epoch + 7_919 * (group.rank + 1))
             reporter.start_epoch(epoch, len(x_train))
             model.train()
             started = time.perf_counter()
@@ -260,6 +279,9 @@ def train_run(
             seen = digits_seen = reported = 0  # seen counts negatives too; the bar, digits only
             for step in range(steps_per_epoch):
                 batch = order[step * config.batch_size : (step + 1) * config.batch_size]
+                # The step's batch is the same as one process would take; this process takes
+                # every world-th image of it.
+                batch = batch[group.rank :: group.world]
                 index = batch.to(x_train.device)
                 images, labels = x_train[index], y_train[index]
                 if negatives is not None:
@@ -269,7 +291,7 @@ def train_run(
                 labels = labels.to(target, non_blocking=True)
                 optimizer.zero_grad(set_to_none=True)
                 with torch.autocast(target.type, torch.bfloat16, enabled=bf16):
-                    logits = model(images).float()
+                    logits = trainer(images).float()
                 loss = loss_fn(logits, labels)
                 loss.backward()
                 optimizer.step()
@@ -281,16 +303,20 @@ def train_run(
                     correct += (logits.argmax(1) == labels).sum()
                 seen += len(labels)
                 digits_seen += len(batch)
-                if step % 20 == 0 or step == steps_per_epoch - 1:
+                if group.main and (step % 20 == 0 or step == steps_per_epoch - 1):
+                    # (This process's share, scaled: the bar counts the whole epoch.)
                     elapsed = time.perf_counter() - started
                     reporter.advance(
-                        digits_seen - reported,
+                        (digits_seen - reported) * group.world,
                         loss_sum.item() / seen,
                         correct.item() / seen,
-                        seen / max(elapsed, 1e-9),
+                        seen * group.world / max(elapsed, 1e-9),
                     )
                     reported = digits_seen
             seconds = time.perf_counter() - started
+            # The epoch's figures over every process.
+            loss_sum, correct = group.sum(loss_sum), group.sum(correct)
+            seen = int(group.sum(torch.tensor(seen, device=target)).item())
 
             val_loss = val_accuracy = None
             if has_val:
@@ -313,34 +339,54 @@ def train_run(
             score = val_accuracy if val_accuracy is not None else float(epoch)
             if score > best_accuracy:
                 best_accuracy, best_epoch, stale_epochs = score, epoch, 0
-                save_weights(out_dir / WEIGHTS_FILE, kept, config)
+                if group.main:
+                    save_weights(out_dir / WEIGHTS_FILE, kept, config)
             else:
                 stale_epochs += 1
             finished_early = config.patience > 0 and stale_epochs >= config.patience
 
-            write_history(out_dir, history)
-            save_checkpoint(
-                out_dir,
-                {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "schedule": schedule.state_dict(),
-                    "ema": ema.state_dict() if ema is not None else None,
-                    "history": json.dumps([asdict(r) for r in history]),
-                    "best_accuracy": best_accuracy,
-                    "best_epoch": best_epoch,
-                    "stale_epochs": stale_epochs,
-                    "epoch": epoch,
-                    "device": target.type,
-                    "precision": "bf16" if bf16 else "fp32",
-                },
-            )
+            if group.main:  # the one process that writes the run directory
+                write_history(out_dir, history)
+                save_checkpoint(
+                    out_dir,
+                    {
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "schedule": schedule.state_dict(),
+                        "ema": ema.state_dict() if ema is not None else None,
+                        "history": json.dumps([asdict(r) for r in history]),
+                        "best_accuracy": best_accuracy,
+                        "best_epoch": best_epoch,
+                        "stale_epochs": stale_epochs,
+                        "epoch": epoch,
+                        "device": target.type,
+                        "precision": "bf16" if bf16 else "fp32",
+                    },
+                )
+            group.barrier()  # no process runs ahead of the checkpoint a resume would start from
             if on_epoch is not None:
                 on_epoch(record)
             if stop_after_epoch is not None and epoch >= stop_after_epoch:
                 return Trained(out_dir, config, data, complete=False)
 
     return Trained(out_dir, config, data, complete=True)
+
+
+def _open_on_main(group: Group, out_dir: Path, config: TrainConfig, resume: bool) -> TrainConfig:
+    """`open_for_training` in the process that writes the run directory; the others take the
+    config it settled on. A failure there is raised in every process (none is left waiting)."""
+    failure: Exception | None = None
+    if group.main:
+        try:
+            config = open_for_training(out_dir, config, resume=resume)
+        except Exception as exc:  # raised below, once every process knows
+            failure = exc
+    failed = int(group.sum(torch.tensor(0 if failure is None else 1)).item())
+    if failure is not None:
+        raise failure
+    if failed:
+        raise RunError(f"{out_dir}: the run directory could not be opened (see rank 0's error)")
+    return config if group.main or not resume else read_config(out_dir)
 
 
 def _negative_images() -> torch.Tensor:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -136,6 +138,14 @@ def train_command(
             "directory is the same on each, and a run resumes on any of them."
         ),
     ] = "auto",
+    nproc: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Train in N processes with DistributedDataParallel (starts torchrun "
+            "--nproc-per-node N; the cores are split between them).",
+        ),
+    ] = 1,
     recipe: Annotated[
         str | None,
         typer.Option(
@@ -154,9 +164,15 @@ def train_command(
     """Train a model; the run directory gets config, history, weights and metrics."""
     from dataclasses import asdict
 
+    from digits.distributed import launched_by_torchrun
+
+    if nproc > 1 and not launched_by_torchrun():
+        if ensemble is not None:
+            raise ValueError("--nproc trains one run; train an ensemble's members one by one")
+        _relaunch_with_torchrun(nproc)
+
     from digits.config import ConfigError, TrainConfig
     from digits.finish import fit
-    from digits.run import read_metrics
 
     options = {
         "--model": model,
@@ -180,7 +196,7 @@ def train_command(
         typed = {option: value for option, value in options.items() if value is not None}
         run_dir = out
         fit(_resumed_config(out, typed), out, resume=True, progress=not quiet, device=device)
-        _print_summary(run_dir, read_metrics(run_dir), ensemble=False)
+        _summary_once(run_dir, ensemble=False)
         return
     if model is not None and recipe is not None:
         raise ValueError("--model and --recipe exclude each other: a recipe names its own model")
@@ -229,7 +245,40 @@ def train_command(
     else:
         run_dir = out or Path("runs") / f"{name}-seed{config.seed}"
         fit(config, run_dir, progress=not quiet, device=device)
-    _print_summary(run_dir, read_metrics(run_dir), ensemble=ensemble is not None)
+    _summary_once(run_dir, ensemble=ensemble is not None)
+
+
+def _summary_once(run_dir: Path, ensemble: bool) -> None:
+    """The run's summary, printed by one process (rank 0 under torchrun), then the group left."""
+    from digits.distributed import current, leave
+    from digits.run import read_metrics
+
+    if current().main:
+        _print_summary(run_dir, read_metrics(run_dir), ensemble=ensemble)
+    leave()
+
+
+def _relaunch_with_torchrun(nproc: int) -> None:
+    """Become `torchrun --standalone --nproc-per-node N -m digits train ...` (this command
+    without --nproc): torchrun starts the N processes on this machine and watches them."""
+    arguments = sys.argv[1:]
+    rest: list[str] = []
+    skip = False
+    for argument in arguments:
+        if skip:
+            skip = False
+        elif argument == "--nproc":
+            skip = True
+        elif not argument.startswith("--nproc="):
+            rest.append(argument)
+    # Each process gets its share of the cores (torchrun would otherwise give each one thread).
+    threads = max(1, (os.cpu_count() or 1) // nproc)
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command += [f"--nproc-per-node={nproc}", "-m", "digits", *rest]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, command)
 
 
 # The TrainConfig field each option of `digits train` sets (--recipe names the recipe field).
