@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import stat
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -327,25 +327,28 @@ def find_images(paths: Iterable[str | Path]) -> list[Path]:
     silently vanishing: missing paths, folders that cannot be read, dangling symbolic links,
     symbolic-link loops and links to a folder above (only a link whose name says it is not an
     image is left out, like any other file of that kind)."""
-    found: list[Path] = []
+    return list(iter_images(paths))
+
+
+def iter_images(paths: Iterable[str | Path]) -> Iterator[Path]:
+    """`find_images` one path at a time, in the same order: a folder is walked as the paths are
+    taken, holding the listings of the folders on the way down only, never the whole tree's."""
     for path in map(Path, paths):
         if path.is_dir():
-            walked: list[Path] = []
-            _walk(path, Path(os.path.realpath(path)), frozenset(), walked)
-            found += sorted(walked)
+            yield from _walk(path, Path(os.path.realpath(path)), frozenset())
         else:
-            found.append(path)
-    return found
+            yield path
 
 
-def _walk(folder: Path, real: Path, above: frozenset[tuple[int, int]], found: list[Path]) -> None:
-    """Depth first; `real` is the folder's real path and `above` the identities of the folders
-    walked to reach it, so that a link back to any of them is reported instead of followed."""
+def _walk(folder: Path, real: Path, above: frozenset[tuple[int, int]]) -> Iterator[Path]:
+    """Depth first, each folder's entries sorted as paths: the order of sorting every path found
+    under the top folder. `real` is the folder's real path and `above` the identities of the
+    folders walked to reach it, so that a link back to any of them is reported, not followed."""
     try:
         with os.scandir(folder) as listing:
-            entries = list(listing)
+            entries = sorted(listing, key=lambda entry: Path(entry.path))
     except OSError:
-        found.append(folder)  # opening it again for its entry says why it cannot be read
+        yield folder  # opening it again for its entry says why it cannot be read
         return
     for entry in entries:
         path = Path(entry.path)
@@ -354,15 +357,15 @@ def _walk(folder: Path, real: Path, above: frozenset[tuple[int, int]], found: li
             info = entry.stat()  # follows symbolic links
         except OSError:  # dangling, a loop, or gone since the listing
             if named_image or not path.suffix:  # a link without a suffix may be to a folder
-                found.append(path)
+                yield path
             continue
         if not stat.S_ISDIR(info.st_mode):
             if named_image:
-                found.append(path)  # non-regular files (a FIFO) too: each gets its refusal
+                yield path  # non-regular files (a FIFO) too: each gets its refusal
             continue
         target = Path(os.path.realpath(path))
         identity = (info.st_dev, info.st_ino)
         if real.is_relative_to(target) or identity in above:
-            found.append(path)  # a link to a folder above: walking it would never end
+            yield path  # a link to a folder above: walking it would never end
             continue
-        _walk(path, target, above | {identity}, found)
+        yield from _walk(path, target, above | {identity})

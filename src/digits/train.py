@@ -200,8 +200,9 @@ def train_run(
     group = join(target)  # under torchrun: this process's rank among the trainers
     out_dir = Path(out_dir)
     if resume:  # the stored config decides what data to load
-        stored = read_config(out_dir)
-        if stored.world_size != group.world:
+        # (A directory without a run gets open_for_training's own "nothing to resume".)
+        stored = read_config(out_dir) if (out_dir / CONFIG_FILE).exists() else None
+        if stored is not None and stored.world_size != group.world:
             raise RunError(
                 f"{out_dir}: trained by {stored.world_size} process(es); resume it with as many "
                 f"(`digits train --nproc {stored.world_size} --resume --out {out_dir}`)"

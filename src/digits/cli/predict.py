@@ -7,12 +7,9 @@ fast; export and explain need the torch model of a run directory.
 from __future__ import annotations
 
 import csv
-import errno
-import os
-import stat
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -20,9 +17,6 @@ from rich.text import Text
 
 from digits.answers import NOT_SURE_THRESHOLD
 from digits.cli.common import Typer, app, console, err_console, friendly_errors, print_json
-
-if TYPE_CHECKING:
-    from digits.predictor import Prediction, Predictor
 
 kaggle_app = Typer(help="Kaggle Digit Recognizer submissions.", no_args_is_help=True)
 app.add_typer(kaggle_app, name="kaggle")
@@ -41,109 +35,6 @@ MinConfidence = Annotated[
 
 def _percent(value: float | None) -> str:
     return "" if value is None else f"{100 * value:.1f} %"
-
-
-# Files read and preprocessed per model call: large enough to batch the model, small enough that
-# a folder of photos never sits in memory at once.
-CHUNK = 64
-_KINDS = {
-    stat.S_IFIFO: "a FIFO",
-    stat.S_IFSOCK: "a socket",
-    stat.S_IFCHR: "a character device",
-    stat.S_IFBLK: "a block device",
-}
-
-
-class InputError(ValueError):
-    """A path that is not a readable regular file; the message names it and says what it is."""
-
-
-def _folder_problem(path: Path) -> str:
-    if path.is_symlink() and Path(os.path.realpath(path.parent)).is_relative_to(
-        os.path.realpath(path)
-    ):
-        return f"symbolic link to a folder that contains it ({os.readlink(path)}): a loop"
-    try:
-        os.scandir(path).close()
-    except OSError as exc:
-        return f"folder cannot be read ({exc.strerror or exc})"
-    return "is a folder, not an image"
-
-
-def read_input(path: Path) -> bytes:
-    """The bytes of one input file. Anything else (a FIFO, which would block forever, a device,
-    a folder, a dangling or looping symbolic link) raises InputError saying what it is."""
-    try:
-        mode = path.stat().st_mode
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise InputError(f"{path}: symbolic link loop ({exc.strerror})") from None
-        if path.is_symlink():
-            raise InputError(f"{path}: dangling symbolic link (to {os.readlink(path)})") from None
-        if exc.errno == errno.ENOENT:
-            raise InputError(f"{path}: no such file") from None
-        raise InputError(f"{path}: cannot be read ({exc.strerror or exc})") from None
-    if stat.S_ISDIR(mode):
-        raise InputError(f"{path}: {_folder_problem(path)}")
-    if not stat.S_ISREG(mode):
-        kind = _KINDS.get(stat.S_IFMT(mode), "a special file")
-        raise InputError(f"{path}: is {kind}, not a file")
-    try:
-        # Non-blocking, so that a FIFO swapped in after the check cannot hang the batch.
-        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    except OSError as exc:
-        raise InputError(f"{path}: cannot be read ({exc.strerror or exc})") from None
-    with os.fdopen(descriptor, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
-            raise InputError(f"{path}: not a regular file")
-        try:
-            return handle.read()
-        except OSError as exc:
-            raise InputError(f"{path}: cannot be read ({exc.strerror or exc})") from None
-
-
-def _predict_one(predictor: Predictor, data: bytes, name: str, min_confidence: float) -> Prediction:
-    from digits.predictor import Prediction
-
-    try:
-        return predictor.predict_image(data, name=name, min_confidence=min_confidence)
-    except Exception as exc:  # not an ImageError: preprocessing failed on this image's content
-        detail = f"{type(exc).__name__}: {exc}"
-        return Prediction(name, None, None, error=f"{name}: could not be processed ({detail})")
-
-
-def _predict_chunk(
-    predictor: Predictor, files: list[Path], min_confidence: float
-) -> list[Prediction]:
-    from digits.predictor import Prediction
-
-    answers: list[Prediction | None] = []
-    readable: list[tuple[bytes, str]] = []
-    for path in files:
-        try:
-            readable.append((read_input(path), str(path)))
-            answers.append(None)
-        except InputError as exc:
-            answers.append(Prediction(str(path), None, None, error=str(exc)))
-    sources, names = [data for data, _ in readable], [name for _, name in readable]
-    try:
-        predicted = predictor.predict_images(sources, names=names, min_confidence=min_confidence)
-    except Exception:
-        # Something other than an ImageError escaped (an image mode preprocessing does not
-        # handle): one at a time, so that only the file at fault gets an error entry.
-        predicted = [_predict_one(predictor, d, n, min_confidence) for d, n in readable]
-    filled = iter(predicted)
-    return [answer if answer is not None else next(filled) for answer in answers]
-
-
-def predict_files(
-    predictor: Predictor, files: list[Path], min_confidence: float
-) -> list[Prediction]:
-    """One answer or error entry per file, in order, whatever happens to the others."""
-    predictions: list[Prediction] = []
-    for start in range(0, len(files), CHUNK):
-        predictions += _predict_chunk(predictor, files[start : start + CHUNK], min_confidence)
-    return predictions
 
 
 @app.command("export")
@@ -186,7 +77,10 @@ def export_command(
 @friendly_errors
 def predict_command(
     model: Annotated[Path, typer.Argument(help="A run directory or an .onnx file.")],
-    inputs: Annotated[list[Path], typer.Argument(help="Image files or directories (walked).")],
+    inputs: Annotated[
+        list[Path],
+        typer.Argument(help="Image files, directories (walked) or archives (.zip, .tar, .tar.gz)."),
+    ],
     as_json: JsonOption = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="CSV on stdout.")] = False,
     min_confidence: MinConfidence = NOT_SURE_THRESHOLD,
@@ -194,17 +88,54 @@ def predict_command(
     debug_dir: Annotated[
         Path | None, typer.Option(help="Save each 28×28 the model saw here, as PNG.")
     ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Stream the answers into this .jsonl or .csv as they come, in input order; "
+            "run the same command again to continue a run that was stopped."
+        ),
+    ] = None,
+    jobs: Annotated[
+        int | None,
+        typer.Option(min=1, help="Worker processes for --out (default: one per CPU)."),
+    ] = None,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            help="Run --out on Dask: 'local' (a cluster of --jobs workers here) or the address "
+            "of a scheduler (tcp://host:8786)."
+        ),
+    ] = None,
 ) -> None:
     """Digit and confidence for each image; a bad file gets an error entry, exit status 1."""
-    from digits.predictor import Predictor, find_images
+    from digits.batch import chunks, iter_inputs, predict_inputs
+    from digits.predictor import Predictor
 
+    if out is not None:
+        given = {
+            "--json": as_json,
+            "--csv": as_csv,
+            "--top": top > 1,
+            "--debug-dir": debug_dir is not None,
+        }
+        clashing = [flag for flag, present in given.items() if present]
+        if clashing:
+            raise ValueError(f"--out writes its own file: leave out {', '.join(clashing)}")
+        _predict_to_file(model, inputs, out, jobs, scheduler, min_confidence)
+        return
+    if jobs is not None or scheduler is not None:
+        raise ValueError("--jobs and --scheduler go with --out (results.jsonl or results.csv)")
     if as_json and as_csv:
         raise ValueError("choose one of --json and --csv")
-    files = find_images(inputs)
-    if not files:
+    listed = list(iter_inputs(inputs))
+    if not listed:
         raise ValueError(f"no image files in {', '.join(map(str, inputs))}")
     predictor = Predictor.from_path(model)
-    predictions = predict_files(predictor, files, min_confidence)
+    predictions = [
+        prediction
+        for chunk in chunks(listed)
+        for prediction in predict_inputs(predictor, chunk, min_confidence)
+    ]
     if debug_dir is not None:
         from PIL import Image
 
@@ -249,6 +180,45 @@ def predict_command(
         raise typer.Exit(1)
 
 
+def _print_entry_error(message: str) -> None:
+    err_console.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _predict_to_file(
+    model: Path,
+    inputs: list[Path],
+    out: Path,
+    jobs: int | None,
+    scheduler: str | None,
+    min_confidence: float,
+) -> None:
+    from digits.batch import default_jobs, predict_to_file
+
+    if scheduler is not None and scheduler != "local" and "://" not in scheduler:
+        raise ValueError(f"--scheduler {scheduler}: give 'local' or an address (tcp://host:8786)")
+    summary = predict_to_file(
+        model,
+        inputs,
+        out,
+        jobs=jobs or default_jobs(),
+        scheduler=scheduler,
+        min_confidence=min_confidence,
+        on_error=_print_entry_error,
+    )
+    before = summary.total - summary.written
+    if not before:
+        done = f"{summary.total:,} entries written to {out}"
+    elif not summary.written:
+        done = f"{summary.total:,} entries in {out}, all there from before"
+    else:
+        done = f"{summary.total:,} entries in {out}: {summary.written:,} written now, "
+        done += f"{before:,} there from before"
+    errors = f"{summary.errors:,} error{'' if summary.errors == 1 else 's'}"
+    console.print(f"{done}; {errors}", markup=False, highlight=False, soft_wrap=True)
+    if summary.errors:
+        raise typer.Exit(1)
+
+
 @app.command("read")
 @friendly_errors
 def read_command(
@@ -258,6 +228,7 @@ def read_command(
     min_confidence: MinConfidence = NOT_SURE_THRESHOLD,
 ) -> None:
     """Several digits in one image, read left to right, with per-digit confidence and boxes."""
+    from digits.batch import InputError, read_input
     from digits.predictor import Predictor, box_to_dict
     from digits.preprocess import ImageError
     from digits.segment import read_number
