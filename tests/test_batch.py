@@ -21,8 +21,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from digits import batch
-from digits.batch import CSV_COLUMNS, predict_to_file, read_results, sidecar_path
+from digits.batch import CSV_COLUMNS, predict_to_file, read_results, runners, sidecar_path
 from digits.cli import app
 from digits.data import DigitData
 from digits.predictor import Predictor, find_images, iter_images
@@ -233,7 +232,7 @@ def test_dask_gives_the_answers_of_one_process_in_order(
         return real(path, **options)
 
     monkeypatch.setattr(Predictor, "from_path", classmethod(counting))
-    monkeypatch.setattr(batch, "_dask_predictors", {})
+    monkeypatch.setattr(runners, "_dask_predictors", {})
     # Relative names, as typed in a folder: the worker reads them from the command's folder.
     monkeypatch.chdir(scans.parent)
     local = predict_to_file(model, [Path(scans.name)], tmp_path / "one.jsonl", chunk_size=16)
