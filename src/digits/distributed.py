@@ -34,11 +34,14 @@ class Group:
             dist.barrier()
 
     def sum(self, value: torch.Tensor) -> torch.Tensor:
-        """`value` summed over every process (itself when alone)."""
-        if self.world > 1:
-            value = value.clone()
-            dist.all_reduce(value, op=dist.ReduceOp.SUM)
-        return value
+        """`value` summed over every process (itself when alone), on the device it came from.
+        (NCCL reduces only CUDA tensors: a CPU one goes over to the GPU and back.)"""
+        if self.world == 1:
+            return value
+        on_gpu = dist.get_backend() == "nccl" and value.device.type != "cuda"
+        reduced = value.to("cuda") if on_gpu else value.clone()
+        dist.all_reduce(reduced, op=dist.ReduceOp.SUM)
+        return reduced.to(value.device)
 
 
 def launched_by_torchrun() -> bool:
