@@ -24,8 +24,9 @@ from digits.serve.settings import Settings
 
 M_MMAP_THRESHOLD = -3  # mallopt's parameter number, from glibc's malloc.h
 DESCRIPTION = (
-    "Handwritten digit recognition over HTTP. Send an image (multipart field `file`, or JSON with "
-    "`image` as base64) or 784 MNIST pixels; get the digit, its confidence, all ten probabilities "
+    "Handwritten digit recognition over HTTP. Send an image (the file itself as the body, with "
+    "its `image/*` type; multipart field `file`; or JSON with `image` as base64) or 784 MNIST "
+    "pixels; get the digit, its confidence, all ten probabilities "
     'and the 28×28 image the model saw. Errors are JSON: `{"error": code, "detail": text}`.'
 )
 
