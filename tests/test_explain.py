@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +14,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from digits.cli import app
-from digits.explain import attributions, explain
+from digits.data import DigitData
+from digits.explain import attributions, explain, occlusion
 from digits.predictor import Predictor
 from digits.train import load_model
 from tests.handwriting import LOOKS, pen_photo
@@ -46,6 +49,8 @@ def test_saliency_and_unknown_methods(trained_cnn_run: Path) -> None:
     assert saliency.shape == (28, 28) and np.abs(saliency).sum() > 0
     with pytest.raises(ValueError, match="unknown method"):
         attributions(model, pixels, target=1, method="shap")
+    with pytest.raises(ValueError, match="unknown method 'shap'; choose one of: occlusion"):
+        explain(trained_cnn_run, pixels, method="shap")
 
 
 def test_explain_command(trained_cnn_run: Path, tmp_path: Path) -> None:
@@ -69,3 +74,66 @@ def test_explain_needs_the_torch_model_and_a_digit(trained_cnn_run: Path, tmp_pa
     Image.new("L", (60, 60), 255).save(blank)
     nothing = runner.invoke(app, ["explain", str(trained_cnn_run), str(blank)])
     assert nothing.exit_code == 1 and "nothing to explain" in nothing.stderr
+
+
+# --- occlusion, on the ONNX model --------------------------------------------------------------
+
+
+def _deletion_drop(
+    predictor: Predictor, pixels: np.ndarray, order: np.ndarray, digit: int
+) -> float:
+    """How far the digit's probability falls once the first 40 pixels of `order` are blacked."""
+    deleted = pixels.copy().ravel()
+    deleted[order[:40]] = 0
+    before = predictor.predict_arrays(pixels)[0, digit]
+    after = predictor.predict_arrays(deleted.reshape(28, 28))[0, digit]
+    return float(before - after)
+
+
+def test_occlusion_credits_the_ink_and_deleting_it_first_hurts_most(
+    trained_cnn_run: Path, mnist: DigitData
+) -> None:
+    predictor = Predictor.from_path(trained_cnn_run / "model.onnx")
+    rng = np.random.default_rng(0)
+    on_ink, off_ink, guided, random = [], [], [], []
+    for pixels in mnist.x_test[:20]:
+        digit = int(predictor.predict_arrays(pixels)[0].argmax())
+        values = occlusion(predictor.predict_arrays, pixels, digit)
+        ink = pixels > 0
+        on_ink.append(np.abs(values[ink]).mean())
+        off_ink.append(np.abs(values[~ink]).mean())
+        ranked = np.argsort(-values.ravel())
+        guided.append(_deletion_drop(predictor, pixels, ranked, digit))
+        random.append(_deletion_drop(predictor, pixels, rng.permutation(784), digit))
+    # Faithful: the credit is on the strokes, and hiding the most credited pixels first drops
+    # the confidence much faster than hiding as many pixels at random.
+    assert np.mean(on_ink) > 2 * np.mean(off_ink)
+    assert np.mean(guided) > 2 * np.mean(random)
+
+
+def test_explain_by_occlusion_takes_an_onnx_file_and_never_loads_torch(
+    trained_cnn_run: Path, tmp_path: Path
+) -> None:
+    image = tmp_path / "eight.png"
+    pen_photo(8, LOOKS["plain"]).save(image)
+    out = tmp_path / "why.png"
+    script = (
+        "import json, sys; from digits.cli import app; "
+        "sys.argv = ['digits', 'explain', sys.argv[1], sys.argv[2], '--method', 'occlusion', "
+        "'--out', sys.argv[3], '--json']\n"
+        "try:\n    app()\nexcept SystemExit:\n    pass\n"
+        "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')"
+    )
+    onnx = str(trained_cnn_run / "model.onnx")
+    result = subprocess.run(
+        [sys.executable, "-c", script, onnx, str(image), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    *answer, loaded = result.stdout.strip().splitlines()
+    document = json.loads("\n".join(answer))
+    assert document["digit"] == 8 and document["method"] == "occlusion"
+    assert loaded == "NO-TORCH"
+    assert Image.open(out).format == "PNG"

@@ -1,11 +1,17 @@
-"""Which pixels drove a prediction: integrated gradients (or plain saliency) with Captum.
+"""Which pixels drove a prediction: occlusion on the ONNX model, or integrated gradients and
+saliency with Captum on the torch one.
 
 Integrated gradients (Sundararajan et al., 2017) add up the gradient of the predicted class along
 the straight path from a baseline to the input. The baseline here is the black 28×28, an image
 with no ink, so the attribution says how much each stroke pixel pushed the answer towards the
-digit (red) or away from it (blue). The result is drawn beside the 28×28 input the model saw.
+digit (red) or away from it (blue). They need the torch model of a run directory: an exported
+.onnx has no gradients to follow.
 
-This needs the torch model of a run directory: an exported .onnx has no gradients to follow.
+Occlusion (Zeiler and Fergus, 2014) needs only the model's answers: it blacks out a small square
+at every position, all positions in one batch through ONNX Runtime, and credits each pixel with
+how much the predicted digit's probability fell while it was hidden. It runs on a run directory
+or an .onnx file alike and never imports torch. The result is drawn beside the 28×28 input the
+model saw.
 """
 
 from __future__ import annotations
@@ -18,7 +24,12 @@ import numpy as np
 
 from digits.preprocess import Source, describe_source, preprocess
 
-METHODS = ("integrated-gradients", "saliency")
+TORCH_METHODS = ("integrated-gradients", "saliency")
+METHODS = ("occlusion", *TORCH_METHODS)
+# The occluding square and its step, in pixels of the 28×28: a stroke is 2–3 pixels wide, so a
+# 4-pixel square hides a piece of one stroke at a time; every pixel is under four positions.
+PATCH = 4
+STRIDE = 2
 
 
 @dataclass
@@ -52,14 +63,37 @@ def _torch_run_dir(model: str | Path) -> Path:
     return path
 
 
+def occlusion(
+    probabilities: Any, pixels: np.ndarray, target: int, patch: int = PATCH, stride: int = STRIDE
+) -> np.ndarray:
+    """Per-pixel occlusion attribution of class `target` for one uint8 28×28 input:
+    `probabilities` maps uint8 N×28×28 to N×10 (a Predictor's `predict_arrays`). Each pixel gets
+    the mean drop of the target's probability over the squares that covered it."""
+    size = pixels.shape[0]
+    starts = range(0, size - patch + 1, stride)
+    positions = [(top, left) for top in starts for left in starts]
+    hidden = np.repeat(pixels[None], len(positions), axis=0)
+    for copy, (top, left) in zip(hidden, positions, strict=True):
+        copy[top : top + patch, left : left + patch] = 0
+    base = float(probabilities(pixels[None])[0, target])
+    drops = base - probabilities(hidden)[:, target]
+    total = np.zeros((size, size))
+    count = np.zeros((size, size))
+    for drop, (top, left) in zip(drops, positions, strict=True):
+        total[top : top + patch, left : left + patch] += drop
+        count[top : top + patch, left : left + patch] += 1
+    return total / np.maximum(count, 1)
+
+
 def attributions(
     model: Any, pixels: np.ndarray, target: int, method: str = "integrated-gradients"
 ) -> np.ndarray:
-    """Signed per-pixel attribution of the class `target` for one uint8 28×28 input."""
+    """Signed per-pixel attribution of the class `target` for one uint8 28×28 input, by a
+    gradient method on a torch model."""
     import torch
 
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of: {', '.join(METHODS)}")
+    if method not in TORCH_METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of: {', '.join(TORCH_METHODS)}")
     from captum.attr import IntegratedGradients, Saliency
 
     inputs = torch.from_numpy(pixels.astype(np.float32) / 255.0)[None, None].requires_grad_()
@@ -111,8 +145,13 @@ def explain(
     method: str = "integrated-gradients",
     name: str | None = None,
 ) -> Explanation:
-    """Predict one image with a run's torch model and attribute the answer to its pixels; with
-    `out`, also draw the overlay PNG there."""
+    """Predict one image and attribute the answer to its pixels: occlusion on the ONNX model
+    (a run directory or an .onnx file), the gradient methods on a run's torch model; with `out`,
+    also draw the overlay PNG there."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of: {', '.join(METHODS)}")
+    if method == "occlusion":
+        return _explain_on_onnx(model, source, out=out, name=name)
     import torch
 
     from digits.calibration import run_temperature
@@ -136,6 +175,31 @@ def explain(
         float(probabilities[digit]),
         method,
         attributions(network, prepared.pixels, digit, method),
+        prepared.pixels,
+    )
+    if out is not None:
+        explanation.out = render(explanation, out)
+    return explanation
+
+
+def _explain_on_onnx(
+    model: str | Path, source: Source, *, out: str | Path | None, name: str | None
+) -> Explanation:
+    from digits.predictor import Predictor
+
+    predictor = Predictor.from_path(model)  # unfinished runs are refused there
+    name = name or describe_source(source)
+    prepared = preprocess(source, name=name)
+    if prepared.pixels is None:
+        raise ValueError(f"{name}: nothing to explain ({prepared.reason})")
+    probabilities = predictor.predict_arrays(prepared.pixels)[0]
+    digit = int(probabilities.argmax())
+    explanation = Explanation(
+        name,
+        digit,
+        float(probabilities[digit]),
+        "occlusion",
+        occlusion(predictor.predict_arrays, prepared.pixels, digit),
         prepared.pixels,
     )
     if out is not None:

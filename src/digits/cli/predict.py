@@ -1,7 +1,7 @@
 """`digits export | predict | read | kaggle predict | explain`: real images in, digits out.
 
 predict, read and kaggle run on the exported ONNX model and never import torch, so they start
-fast; export and explain need the torch model of a run directory.
+fast; export, and explain's gradient methods, need the torch model of a run directory.
 """
 
 from __future__ import annotations
@@ -287,13 +287,20 @@ def kaggle_predict_command(
 @app.command("explain")
 @friendly_errors
 def explain_command(
-    model: Annotated[Path, typer.Argument(help="A run directory (needs the torch weights).")],
+    model: Annotated[
+        Path,
+        typer.Argument(help="A run directory, or an .onnx file for --method occlusion."),
+    ],
     image: Annotated[Path, typer.Argument(help="One image with one digit.")],
     out: Annotated[
         Path | None, typer.Option(help="Overlay PNG (default IMAGE-explained.png here).")
     ] = None,
     method: Annotated[
-        str, typer.Option(help="integrated-gradients or saliency.")
+        str,
+        typer.Option(
+            help="occlusion (model-agnostic, on ONNX, no torch), integrated-gradients or "
+            "saliency (the run's torch weights)."
+        ),
     ] = "integrated-gradients",
     as_json: JsonOption = False,
 ) -> None:
