@@ -135,5 +135,8 @@ def test_explain_by_occlusion_takes_an_onnx_file_and_never_loads_torch(
     *answer, loaded = result.stdout.strip().splitlines()
     document = json.loads("\n".join(answer))
     assert document["digit"] == 8 and document["method"] == "occlusion"
+    pixels, values = np.array(document["pixels"]), np.array(document["attributions"])
+    assert pixels.shape == values.shape == (28, 28) and pixels.max() == 255
+    assert abs(values).sum() == pytest.approx(abs(values[pixels > 0]).sum(), rel=0.5)
     assert loaded == "NO-TORCH"
     assert Image.open(out).format == "PNG"

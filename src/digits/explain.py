@@ -50,6 +50,9 @@ class Explanation:
             "method": self.method,
             "out": None if self.out is None else str(self.out),
             "attribution_sum": float(self.attributions.sum()),
+            # The 28×28 the model saw and the map itself, row by row, for other tools to draw.
+            "pixels": self.pixels.astype(int).tolist(),
+            "attributions": [[float(f"{v:.6g}") for v in row] for row in self.attributions],
         }
 
 
