@@ -180,18 +180,8 @@ def answered(page: Page, action: Callable[[], None], read: bool = True) -> str:
 
 
 def mouse_draw(page: Page, strokes: list[Stroke]) -> None:
-    box = canvas_box(page)
     for stroke in strokes:
-
-        def draw(stroke: Stroke = stroke) -> None:
-            x, y = stroke[0]
-            page.mouse.move(box["x"] + x * box["width"], box["y"] + y * box["height"])
-            page.mouse.down()
-            for x, y in stroke[1:]:
-                page.mouse.move(box["x"] + x * box["width"], box["y"] + y * box["height"], steps=6)
-            page.mouse.up()
-
-        answered(page, draw)
+        answered(page, lambda stroke=stroke: pen_stroke(page, stroke))
 
 
 def touch_draw(page: Page, strokes: list[Stroke]) -> None:

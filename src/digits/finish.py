@@ -76,11 +76,14 @@ def finish(run_dir: str | Path, data: DigitData | None = None) -> Path:
     if state is None:
         raise RunError(f"{run_dir}: no epoch has been trained; nothing to finish")
     history = [EpochRecord(**row) for row in json.loads(state["history"])]
-    metrics = run_metrics(run_dir, config, data, history, int(state["best_epoch"]))
-    # Where the epochs ran, as the loop recorded it (checkpoints from before: the CPU).
-    metrics["device"] = state.get("device", "cpu")
-    metrics["precision"] = state.get("precision", metrics["precision"])
-    write_metrics(run_dir, metrics)
+    # Where the epochs ran and in what precision, as the loop recorded them (checkpoints from
+    # before it did: the CPU, and what the config asked for there).
+    device = state.get("device", "cpu")
+    precision = state.get("precision") or ("bf16" if use_bf16(config.precision) else "fp32")
+    best_epoch = int(state["best_epoch"])
+    write_metrics(
+        run_dir, run_metrics(run_dir, config, data, history, best_epoch, device, precision)
+    )
     split = split_data(config, data)
     calibrate_and_export(run_dir, split.x_val, split.y_val, split.x_train, split.y_train)
     mark_finished(run_dir)
@@ -93,6 +96,8 @@ def run_metrics(
     data: DigitData,
     history: list[EpochRecord],
     best_epoch: int,
+    device: str,
+    precision: str,
 ) -> dict[str, Any]:
     """metrics.json of a trained run: its best epoch, speed, and the test metrics if any."""
     model = load_model(run_dir)
@@ -106,7 +111,8 @@ def run_metrics(
         "best_epoch": best_epoch,
         "train_seconds": sum(record.seconds for record in history),
         "samples_per_s": float(np.mean([record.samples_per_s for record in history])),
-        "precision": "bf16" if use_bf16(config.precision) else "fp32",  # on the CPU
+        "device": device,
+        "precision": precision,
         "val_accuracy": best.val_accuracy if has_val else None,
         "val_loss": best.val_loss if has_val else None,
         "test": None,
