@@ -36,8 +36,9 @@ from typing import Any
 import psutil
 from PIL import Image
 
+from docs_section import replace_section
+
 ROOT = Path(__file__).resolve().parent.parent
-DOCS = ROOT / "docs" / "benchmarks.md"
 RESULTS = ROOT / "benchmarks" / "results" / "batch_predict.json"
 SECTION = "## Batch prediction"
 DIGITS = str(Path(sys.executable).with_name("digits"))
@@ -224,18 +225,7 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def write_section(text: str) -> None:
-    """Replace only the "## Batch prediction" section of docs/benchmarks.md (the last one), or
-    add it at the end."""
-    document = DOCS.read_text()
-    start = document.find(SECTION + "\n")
-    if start == -1:
-        document = document.rstrip("\n") + "\n\n" + text
-    else:
-        following = document.find("\n## ", start + len(SECTION))
-        end = len(document) if following == -1 else following + 1
-        rest = document[end:].lstrip("\n")
-        document = document[:start] + text.rstrip("\n") + "\n" + ("\n" + rest if rest else "")
-    DOCS.write_text(document.rstrip("\n") + "\n")
+    replace_section(text, SECTION)
 
 
 def measure(model: Path, images: Path, work: Path, labels: list[int]) -> dict[str, Any]:

@@ -53,7 +53,8 @@ if str(ROOT) not in sys.path:
 
 from tests.handwriting import Look, encode, mnist_photo  # noqa: E402
 
-DOCS = ROOT / "docs" / "benchmarks.md"
+from docs_section import replace_section  # noqa: E402
+
 RESULTS = ROOT / "benchmarks" / "results" / "not_digit.json"
 SECTION = "## Not a digit"
 DEFAULT_RUNS = [ROOT / "runs" / "speed-neg", ROOT / "runs" / "speed-base"]
@@ -972,17 +973,7 @@ def markdown(document: dict[str, Any]) -> str:
 
 
 def write_section(text: str) -> None:
-    """Replace only the "## Not a digit" section of docs/benchmarks.md, or add it at the end the
-    first time; the file is read right before it is written."""
-    document = DOCS.read_text()
-    start = document.find(SECTION + "\n")
-    if start == -1:
-        DOCS.write_text(document.rstrip("\n") + "\n\n" + text)
-        return
-    following = document.find("\n## ", start + len(SECTION))
-    end = len(document) if following == -1 else following + 1
-    rest = document[end:].lstrip("\n")
-    DOCS.write_text(document[:start] + text + ("\n" + rest if rest else ""))
+    replace_section(text, SECTION)
 
 
 def show(result: dict[str, Any]) -> None:

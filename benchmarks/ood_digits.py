@@ -28,12 +28,13 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from docs_section import replace_section
+
 # The renderers sit beside this script, on the path when it runs.
 from ood_sets import CONDITIONS, Condition, Sample
 
 ROOT = Path(__file__).resolve().parent.parent
 
-DOCS = ROOT / "docs" / "benchmarks.md"
 RESULTS = ROOT / "benchmarks" / "results" / "ood_digits.json"
 SECTION = "## Out-of-domain digits"
 DEFAULT_RUN = ROOT / "runs" / "speed-base"
@@ -277,17 +278,7 @@ def wrap(line: str) -> str:
 
 
 def write_section(text: str) -> None:
-    """Replace only the "## Out-of-domain digits" section of docs/benchmarks.md, or add it at the
-    end the first time; the file is read right before it is written."""
-    document = DOCS.read_text()
-    start = document.find(SECTION + "\n")
-    if start == -1:
-        DOCS.write_text(document.rstrip("\n") + "\n\n" + text)
-        return
-    following = document.find("\n## ", start + len(SECTION))
-    end = len(document) if following == -1 else following + 1
-    rest = document[end:].lstrip("\n")
-    DOCS.write_text(document[:start] + text + ("\n" + rest if rest else ""))
+    replace_section(text, SECTION)
 
 
 def commit() -> str:

@@ -32,7 +32,8 @@ sys.path.insert(0, str(ROOT))  # the test-data generators live in tests/
 
 from tests.handwriting import LOOKS, Look, encode, pen_photo  # noqa: E402
 
-DOCS = ROOT / "docs" / "benchmarks.md"
+from docs_section import replace_section  # noqa: E402
+
 RESULTS = ROOT / "benchmarks" / "results" / "predict_speed.json"
 SECTION = "## Prediction"
 COMMAND = ".venv/bin/python benchmarks/predict_speed.py"
@@ -235,12 +236,7 @@ def markdown(result: dict) -> str:
 
 
 def write_section(text: str) -> None:
-    """Replace only the body of the "## Prediction" section of docs/benchmarks.md."""
-    document = DOCS.read_text()
-    start = document.index(SECTION)
-    following = document.find("\n## ", start + len(SECTION))
-    end = len(document) if following == -1 else following + 1
-    DOCS.write_text(document[:start] + text.rstrip("\n") + "\n\n" + document[end:].lstrip("\n"))
+    replace_section(text, SECTION)
 
 
 def main() -> None:

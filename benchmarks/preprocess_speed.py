@@ -37,8 +37,8 @@ sys.path.insert(0, str(ROOT))  # the test-data generators live in tests/
 from tests.handwriting import Look, encode, pen_photo, tight_scan  # noqa: E402
 
 from digits.preprocess import preprocess  # noqa: E402
+from docs_section import replace_section  # noqa: E402
 
-DOCS = ROOT / "docs" / "benchmarks.md"
 RESULTS = ROOT / "benchmarks" / "results" / "preprocess_speed.json"
 SECTION = "## Preprocessing"
 BEFORE = "## Web service"  # where the section goes the first time
@@ -148,17 +148,7 @@ def markdown(result: dict) -> str:
 
 
 def write_section(text: str) -> None:
-    """Replace only the body of the "## Preprocessing" section of docs/benchmarks.md (placed
-    before "## Web service" the first time)."""
-    document = DOCS.read_text()
-    if SECTION in document:
-        start = document.index(SECTION)
-        following = document.find("\n## ", start + len(SECTION))
-        end = len(document) if following == -1 else following + 1
-    else:
-        start = end = document.index(BEFORE) if BEFORE in document else len(document)
-    after = document[end:].lstrip("\n")
-    DOCS.write_text(document[:start] + text.rstrip("\n") + "\n\n" + after)
+    replace_section(text, SECTION, BEFORE)
 
 
 def main() -> None:
