@@ -12,13 +12,16 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import wraps
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich import box
 from rich.console import Console
 from rich.table import Table
 from typer.core import TyperCommand, TyperGroup, TyperOption
+
+# `--json` on every command that has it: one flag, one help text.
+JsonOption = Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")]
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from digits.cli.common import Typer, app, console, friendly_errors, print_json
+from digits.cli.common import JsonOption, Typer, app, console, friendly_errors, print_json
 
 data_app = Typer(help="Obtain and inspect MNIST.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
@@ -27,7 +27,7 @@ def data_fetch() -> None:
 @data_app.command("info")
 @friendly_errors
 def data_info(
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")] = False,
+    as_json: JsonOption = False,
     data: Annotated[Path | None, typer.Option(help="A data file or IDX folder instead.")] = None,
 ) -> None:
     """Counts per split and class, shapes, dtype, source and cache path."""

@@ -16,12 +16,19 @@ from rich.table import Table
 from rich.text import Text
 
 from digits.answers import NOT_SURE_THRESHOLD
-from digits.cli.common import Typer, app, console, err_console, friendly_errors, print_json
+from digits.cli.common import (
+    JsonOption,
+    Typer,
+    app,
+    console,
+    err_console,
+    friendly_errors,
+    print_json,
+)
 
 kaggle_app = Typer(help="Kaggle Digit Recognizer submissions.", no_args_is_help=True)
 app.add_typer(kaggle_app, name="kaggle")
 
-JsonOption = Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")]
 MinConfidence = Annotated[
     float,
     typer.Option(

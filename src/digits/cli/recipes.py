@@ -9,7 +9,14 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from digits.cli.common import app, compact_table, console, friendly_errors, print_json
+from digits.cli.common import (
+    JsonOption,
+    app,
+    compact_table,
+    console,
+    friendly_errors,
+    print_json,
+)
 
 # The figure a recipe's `reaches` text opens with: "99.66 % test, mean of 3 seeds ..." → 99.66 %.
 _LEADING_PERCENT = re.compile(r"~?\d+(?:\.\d+)? %")
@@ -84,7 +91,7 @@ def recipes_command(
     name: Annotated[
         str | None, typer.Argument(help="One recipe to show in full (default: all, in brief).")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Named recipes for `digits train --recipe NAME`: settings, and what they reach here."""
     rows = _rows()

@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 
 from digits.cli.common import (
+    JsonOption,
     app,
     compact_table,
     console,
@@ -33,7 +34,7 @@ def models_command(
     name: Annotated[
         str | None, typer.Argument(help="One model to show in full (default: all, in brief).")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """The registered models: parameters, layers and what their seed claims."""
     from digits.models import REGISTRY
@@ -351,7 +352,7 @@ def _print_summary(run_dir: Path, metrics: dict[str, Any], *, ensemble: bool) ->
 def evaluate_command(
     run: Annotated[Path, typer.Argument(help="A run directory.")],
     data: Annotated[Path | None, typer.Option(help="Labelled data to score on instead.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")] = False,
+    as_json: JsonOption = False,
     tta: Annotated[
         bool, typer.Option("--tta", help="Average over 7 shifted/rotated views of each image.")
     ] = False,
