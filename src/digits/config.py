@@ -15,6 +15,7 @@ from digits.models import REGISTRY
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 SCHEDULES = ("constant", "onecycle", "cosine", "exponential")
 PRECISIONS = ("auto", "fp32", "bf16")
+FREEZES = ("none", "features")
 
 
 class ConfigError(ValueError):
@@ -84,6 +85,17 @@ class TrainConfig:
     world_size: int = 1
     """Processes that trained the run together (DistributedDataParallel under torchrun), each
     on its shard of every batch; set by the training itself, and a resume needs as many."""
+    parent: str | None = None
+    """A finished run whose best weights start this one (fine-tuning, `digits finetune`); the
+    model and its arguments must be the parent's. Stored as an absolute path."""
+    freeze: str = "none"
+    """With a parent: 'features' trains only the last layer (the classifier), 'none' all."""
+    replay: float = 0.0
+    """MNIST training images added to every batch, as a share of its images (1.0 = one for
+    each): a fine-tuned model keeps what it knew while it learns the new digits."""
+    source: str | None = None
+    """Where a fine-tuning run's images came from, as given (a folder, a file, `feedback:URL`
+    without its password), for the record: `data` is the copy the run trained on."""
 
     def __post_init__(self) -> None:
         if self.data is not None:
@@ -91,6 +103,8 @@ class TrainConfig:
             # `digits report` may run anywhere. A config written before paths were stored
             # absolute still loads: its path is read, as it always was, from the working directory.
             self.data = absolute_data_path(self.data)
+        if self.parent is not None:
+            self.parent = absolute_data_path(self.parent)
         # Each problem names its field as "{name}": the command line says "--val-split" where a
         # recipe file says "val_split" (ConfigError.describe).
         problems: list[tuple[str, str]] = []
@@ -136,6 +150,14 @@ class TrainConfig:
             problems.append(("limit", f"{{name}} must be >= 1, got {self.limit}"))
         if not 0.0 <= self.negatives <= 1.0:
             problems.append(("negatives", f"{{name}} must be in [0, 1], got {self.negatives}"))
+        if self.freeze not in FREEZES:
+            problems.append(
+                ("freeze", f"{{name}} {self.freeze!r} is not one of {', '.join(FREEZES)}")
+            )
+        if self.freeze != "none" and self.parent is None:
+            problems.append(("freeze", "{name} needs a parent run to freeze the layers of"))
+        if not 0.0 <= self.replay <= 10.0:
+            problems.append(("replay", f"{{name}} must be in [0, 10], got {self.replay}"))
         if self.world_size < 1:
             problems.append(("world_size", f"{{name}} must be >= 1, got {self.world_size}"))
         if problems:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from digits.config import EpochRecord, TrainConfig
-from digits.data import DigitData
+from digits.data import DigitData, load_mnist
 from digits.devices import use_bf16
 from digits.distributed import current
 from digits.evaluate import evaluate_model
@@ -85,9 +85,31 @@ def finish(run_dir: str | Path, data: DigitData | None = None) -> Path:
         run_dir, run_metrics(run_dir, config, data, history, best_epoch, device, precision)
     )
     split = split_data(config, data)
-    calibrate_and_export(run_dir, split.x_val, split.y_val, split.x_train, split.y_train)
+    x_pool, y_pool = split.x_train, split.y_train
+    if config.replay > 0 and len(split.y_val) == 0:
+        x_pool, y_pool = _replayed_pool(config, x_pool, y_pool)
+    calibrate_and_export(run_dir, split.x_val, split.y_val, x_pool, y_pool)
     mark_finished(run_dir)
     return run_dir
+
+
+def _replayed_pool(
+    config: TrainConfig, images: np.ndarray, labels: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """What a fine-tuning run without a validation split is calibrated on views of: its own
+    images and MNIST's, half and half as its batches mixed them (its images repeated when
+    fewer), so that the temperature fits both the new handwriting and the old."""
+    from digits.calibration import VIEWS
+
+    half = VIEWS // 2
+    mnist = load_mnist()
+    generator = np.random.default_rng(config.seed)
+    own = generator.choice(len(labels), half, replace=len(labels) < half)
+    old = generator.choice(len(mnist.y_train), half, replace=False)
+    return (
+        np.concatenate([images[own], mnist.x_train[old]]),
+        np.concatenate([labels[own], mnist.y_train[old]]),
+    )
 
 
 def run_metrics(
@@ -119,6 +141,13 @@ def run_metrics(
     }
     if data.x_test is not None and data.y_test is not None:
         metrics["test"] = evaluate_model(model, data.x_test, data.y_test).to_dict()
+    if config.parent is not None:
+        metrics["parent"] = config.parent
+        if config.replay > 0:  # what it still knows of MNIST, beside what it learnt
+            mnist = load_mnist()
+            assert mnist.x_test is not None
+            assert mnist.y_test is not None
+            metrics["mnist_test"] = evaluate_model(model, mnist.x_test, mnist.y_test).to_dict()
     return metrics
 
 

@@ -22,7 +22,14 @@ from typing import Any
 import numpy as np
 
 from digits.answers import NOT_SURE_THRESHOLD, answer_kind, judge
-from digits.preprocess import PREPROCESSING_VERSION, ImageError, Source, describe_source, preprocess
+from digits.preprocess import (
+    IMAGE_SUFFIXES,
+    PREPROCESSING_VERSION,
+    ImageError,
+    Source,
+    describe_source,
+    preprocess,
+)
 from digits.run_files import (
     CONFIG_FILE,
     ENSEMBLE_FILE,
@@ -316,9 +323,6 @@ def fill_prediction(
     prediction.confidence = verdict.confidence
     prediction.probabilities = [float(p) for p in row]
     prediction.not_digit = not_digit
-
-
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 
 
 def find_images(paths: Iterable[str | Path]) -> list[Path]:

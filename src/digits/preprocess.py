@@ -67,6 +67,9 @@ scan's strokes are one or two pixels wide, too thin to threshold and measure."""
 MIN_SIDE = 8
 """Images smaller than this on either side cannot hold a recognisable digit."""
 
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+"""File suffixes taken as images where folders are walked (predict, labelled image folders)."""
+
 FIELD = 28
 BOX = 20
 CENTRE = 14.0  # where MNIST's centre of mass sits (row, column), measured on the training set

@@ -20,6 +20,7 @@ ONNX_FILE = "model.onnx"
 FINISHED_FILE = "finished.json"
 ENSEMBLE_FILE = "ensemble.json"
 MEMBERS_DIR = "members"
+FINETUNE_DATA_FILE = "finetune-data.npz"  # the prepared images a fine-tuning run trained on
 
 State = Literal["empty", "created", "training", "finished"]
 

@@ -91,7 +91,7 @@ class Trained:
 
 
 def _make_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
-    params = model.parameters()
+    params = [param for param in model.parameters() if param.requires_grad]
     if config.optimizer == "adam":
         return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
     if config.optimizer == "adamw":
@@ -224,11 +224,16 @@ def train_run(
     # Non-digits for the eleventh class, drawn once per machine and cached (digits.data.negatives).
     negatives = _negative_images() if config.negatives > 0 else None
     augment = AugmentConfig.from_dict(config.augment) if config.augment else None
-    if negatives is None and augment is None:
+    # MNIST images mixed into a fine-tuning run's batches, so that it keeps what it knew.
+    replay = _replay_images() if config.replay > 0 else None
+    if negatives is None and augment is None and replay is None:
         x_train, y_train = x_train.to(target), y_train.to(target)
 
     torch.manual_seed(config.seed)
     model = create_model(config.model, **config.factory_args())
+    if config.parent is not None:  # fine-tuning: start from the parent's best weights
+        model.load_state_dict(_parent_model(config).state_dict())
+    frozen = _freeze_features(model) if config.freeze == "features" else None
     # channels_last lets oneDNN (CPU) and cuDNN pick their fastest convolution kernels.
     model = model.to(target, memory_format=torch.channels_last)  # type: ignore[call-overload]
     # Several processes: each step's gradients are averaged over them (DDP) before the update.
@@ -274,6 +279,8 @@ def train_run(
                 torch.manual_seed(config.seed * 100_003 + epoch + 7_919 * (group.rank + 1))
             reporter.start_epoch(epoch, len(x_train))
             model.train()
+            if frozen is not None:  # frozen layers keep their BatchNorm statistics, no dropout
+                frozen.eval()
             started = time.perf_counter()
             loss_sum = torch.zeros((), device=target)
             correct = torch.zeros((), dtype=torch.long, device=target)
@@ -285,6 +292,8 @@ def train_run(
                 batch = batch[group.rank :: group.world]
                 index = batch.to(x_train.device)
                 images, labels = x_train[index], y_train[index]
+                if replay is not None:
+                    images, labels = _add_replay(images, labels, replay, config.replay)
                 if negatives is not None:
                     images, labels = _add_negatives(images, labels, negatives, config.negatives)
                 images = augment_batch(images, augment)
@@ -405,3 +414,48 @@ def _add_negatives(
     picked = negatives[torch.randint(len(negatives), (count,))]
     other = torch.full((count,), 10, dtype=labels.dtype)
     return torch.cat([images, picked]), torch.cat([labels, other])
+
+
+def _parent_model(config: TrainConfig) -> nn.Module:
+    """The best weights of the run a fine-tuning run starts from; its model must be the same."""
+    assert config.parent is not None
+    parent_dir = Path(config.parent)
+    parent = read_config(parent_dir)
+    if (parent.model, parent.factory_args()) != (config.model, config.factory_args()):
+        raise RunError(
+            f"{parent_dir}: its model ({parent.model} {parent.factory_args()}) is not this "
+            f"run's ({config.model} {config.factory_args()}); a fine-tuning run keeps its parent's"
+        )
+    return load_weights(parent_dir / WEIGHTS_FILE)
+
+
+def _freeze_features(model: nn.Module) -> nn.Module:
+    """Stop training every layer but the last linear one (the classifier); return the frozen
+    part. Every registered model is a Sequential that ends in its classifier."""
+    if not isinstance(model, nn.Sequential):
+        raise RunError(f"freeze 'features' needs a Sequential model, not {type(model).__name__}")
+    last = max(i for i, layer in enumerate(model) if isinstance(layer, nn.Linear))
+    frozen = model[:last]
+    for param in frozen.parameters():
+        param.requires_grad_(False)
+    return frozen
+
+
+def _replay_images() -> tuple[torch.Tensor, torch.Tensor]:
+    from digits.data import load_mnist
+
+    mnist = load_mnist()
+    return to_tensor(mnist.x_train), torch.from_numpy(mnist.y_train).long()
+
+
+def _add_replay(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    replay: tuple[torch.Tensor, torch.Tensor],
+    share: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The batch with round(share × its size) random MNIST training images appended, drawn from
+    torch's generator like the negatives (resumed runs stay exact)."""
+    count = max(1, round(share * len(images)))
+    picked = torch.randint(len(replay[1]), (count,))
+    return torch.cat([images, replay[0][picked]]), torch.cat([labels, replay[1][picked]])

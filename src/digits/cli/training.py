@@ -118,7 +118,10 @@ def train_command(
     ] = None,
     patience: Annotated[int | None, typer.Option(help="Early-stopping patience (0 = off).")] = None,
     precision: Annotated[str | None, typer.Option(help="auto, fp32 or bf16.")] = None,
-    data: Annotated[Path | None, typer.Option(help="IDX folder, Kaggle train.csv or .npz.")] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(help="IDX folder, image folder (DIR/0..9/*.png), Kaggle train.csv or .npz."),
+    ] = None,
     limit: Annotated[int | None, typer.Option(help="Use only the first N training images.")] = None,
     out: Annotated[
         Path | None, typer.Option(help="Run directory (default runs/MODEL-seedS).")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from digits.data.image_folder import is_image_folder, read_image_folders
 from digits.data.readers import (
     DataFormatError,
     LabelledImages,
@@ -102,16 +103,35 @@ def _load_idx_folder(folder: Path) -> DigitData:
 
 
 def load_dataset(path: str | Path) -> DigitData:
-    """Read a data set from an IDX folder, a Kaggle `train.csv` or a Keras-style `.npz`."""
+    """Read a data set from an IDX folder, a folder of images in digit subfolders (prepared as
+    predictions are; see digits.data.image_folder), a Kaggle `train.csv` or a Keras-style `.npz`."""
     path = Path(path)
     if not path.exists():
         raise DataFormatError(f"{path}: no such file or directory")
     if path.is_dir():
+        if is_image_folder(path):
+            train, test = read_image_folders(path)
+            assert train.labels is not None
+            return DigitData(
+                train.images,
+                train.labels,
+                None if test is None else test.images,
+                None if test is None else test.labels,
+                "image-folder",
+                path,
+            )
         return _load_idx_folder(path)
     if path.suffix == ".npz":
         arrays = read_npz(path)
+        # Empty test arrays are an NPZ without a test split (as `digits finetune` writes one).
+        has_test = len(arrays["y_test"]) > 0
         return DigitData(
-            arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"], "npz", path
+            arrays["x_train"],
+            arrays["y_train"],
+            arrays["x_test"] if has_test else None,
+            arrays["y_test"] if has_test else None,
+            "npz",
+            path,
         )
     if path.suffix == ".csv":
         table = read_kaggle_csv(path)
@@ -119,5 +139,6 @@ def load_dataset(path: str | Path) -> DigitData:
             raise DataFormatError(f"{path}: no 'label' column, so it cannot be used for training")
         return DigitData(table.images, table.labels, None, None, "kaggle-csv", path)
     raise DataFormatError(
-        f"{path}: unknown data format (expected an IDX folder, a Kaggle .csv or an .npz)"
+        f"{path}: unknown data format (expected an IDX folder, a folder of digit "
+        "subfolders 0-9 of images, a Kaggle .csv or an .npz)"
     )
