@@ -35,12 +35,13 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.docs_section import replace_section  # noqa: E402
-from benchmarks.ood_digits import machine  # noqa: E402
+from benchmarks.ood_digits import machine, wrap  # noqa: E402
 from benchmarks.ood_sets import condition  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "finetune_curve.json"
 DOCS = ROOT / "docs" / "results.md"
 SECTION = "## Fine-tuning"
+BEFORE = "## What we left out, and why"
 POOL = 1000
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 
@@ -184,7 +185,7 @@ def markdown(result: dict[str, Any]) -> str:
                 f"{100 * row['scratch']:.2f} % |"
             )
     lines += ["", f"Measured on {result['machine']}; `{result['command']}`.", ""]
-    return "\n".join(lines)
+    return "\n".join(wrap(line) for line in lines)
 
 
 def main() -> None:
@@ -219,7 +220,7 @@ def main() -> None:
     text = markdown(result)
     print(text)
     if args.write_docs:
-        replace_section(DOCS, SECTION, text)
+        replace_section(text, SECTION, before=BEFORE, docs=DOCS)
 
 
 if __name__ == "__main__":
