@@ -168,3 +168,41 @@ def test_default_epochs_make_about_the_same_number_of_steps() -> None:
     assert default_epochs(300, 64) == 80  # 5 steps an epoch
     assert default_epochs(10, 10) == 400
     assert default_epochs(60_000, 64) == 1
+
+
+def test_finetuning_on_the_corrections_store(
+    trained_cnn_run: Path, scans: Path, tmp_path: Path
+) -> None:
+    """`--data feedback:URL`: the 28×28s the service kept, with the person's labels."""
+    from digits.feedback import open_store
+
+    url = f"sqlite:///{tmp_path / 'feedback.sqlite'}"
+    folder = load_dataset(scans / "train")
+    with open_store(url) as store:
+        for pixels, label in zip(folder.x_train[:30], folder.y_train[:30], strict=True):
+            store.add(
+                label=int(label),
+                model_digit=None,
+                model_answer="not_sure",
+                confidence=0.3,
+                model_name="cnn",
+                image=b"\x89PNG stand-in: the store keeps what it is given",
+                media_type="image/png",
+                pixels=pixels,
+            )
+    out = finetune(trained_cnn_run, f"feedback:{url}", tmp_path / "from-feedback", epochs=2)
+    config = read_config(out)
+    assert config.source == f"feedback:{url}"
+    copy = load_dataset(config.data)
+    np.testing.assert_array_equal(copy.x_train, folder.x_train[:30])
+    np.testing.assert_array_equal(copy.y_train, folder.y_train[:30])
+    assert run_state(out) == "finished"
+    with pytest.raises(ValueError, match="no database there"):
+        finetune(trained_cnn_run, f"feedback:sqlite:///{tmp_path / 'none.sqlite'}", tmp_path / "x")
+    empty = f"sqlite:///{tmp_path / 'empty.sqlite'}"
+    with open_store(empty) as store:
+        assert store.count() == 0  # made, with its table, and empty
+    with pytest.raises(ValueError, match="holds no corrections to train on"):
+        finetune(trained_cnn_run, f"feedback:{empty}", tmp_path / "y")
+    assert not (tmp_path / "x").exists()
+    assert not (tmp_path / "y").exists()

@@ -1,17 +1,17 @@
-"""Which pixels drove a prediction: occlusion on the ONNX model, or integrated gradients and
-saliency with Captum on the torch one.
+"""Which pixels drove a prediction: SHAP, LIME or occlusion on the ONNX model, or integrated
+gradients and saliency with Captum on the torch one.
+
+The model-agnostic methods (`digits.explain_agnostic`) need only the model's answers on perturbed
+copies of the input, asked of ONNX Runtime in batches: they run on a run directory or an .onnx
+file alike and never import torch.
 
 Integrated gradients (Sundararajan et al., 2017) add up the gradient of the predicted class along
 the straight path from a baseline to the input. The baseline here is the black 28×28, an image
 with no ink, so the attribution says how much each stroke pixel pushed the answer towards the
-digit (red) or away from it (blue). They need the torch model of a run directory: an exported
-.onnx has no gradients to follow.
+digit (red) or away from it (blue). Saliency is the gradient at the input alone. Both need the
+torch model of a run directory: an exported .onnx has no gradients to follow.
 
-Occlusion (Zeiler and Fergus, 2014) needs only the model's answers: it blacks out a small square
-at every position, all positions in one batch through ONNX Runtime, and credits each pixel with
-how much the predicted digit's probability fell while it was hidden. It runs on a run directory
-or an .onnx file alike and never imports torch. The result is drawn beside the 28×28 input the
-model saw.
+Every method gives a signed 28×28 map, drawn beside the 28×28 input the model saw.
 """
 
 from __future__ import annotations
@@ -22,14 +22,24 @@ from typing import Any
 
 import numpy as np
 
+from digits.explain_agnostic import AGNOSTIC_METHODS, SEED, agnostic_attributions
+from digits.explain_agnostic import occlusion as occlusion
 from digits.preprocess import Source, describe_source, preprocess
 
 TORCH_METHODS = ("integrated-gradients", "saliency")
-METHODS = ("occlusion", *TORCH_METHODS)
-# The occluding square and its step, in pixels of the 28×28: a stroke is 2–3 pixels wide, so a
-# 4-pixel square hides a piece of one stroke at a time; every pixel is under four positions.
-PATCH = 4
-STRIDE = 2
+METHODS = ("shap", "lime", "occlusion", *TORCH_METHODS)
+# The names to type: `ig` for integrated gradients, which an explanation reports by its full name
+# (the name the command took, and printed, before the short one).
+ALIASES = {"ig": "integrated-gradients"}
+CHOICES = ("shap", "lime", "occlusion", "ig", "saliency")
+LABELS = {
+    "shap": "SHAP (superpixels)",
+    "lime": "LIME (superpixels)",
+    "occlusion": "occlusion",
+    "integrated-gradients": "integrated gradients",
+    "saliency": "saliency",
+}
+DEFAULT_METHOD = "ig"
 
 
 @dataclass
@@ -38,7 +48,7 @@ class Explanation:
     digit: int
     confidence: float
     method: str
-    attributions: np.ndarray  # float 28×28, signed, in the units of the class score
+    attributions: np.ndarray  # float 28×28, signed, in the units of the method's class score
     pixels: np.ndarray  # uint8 28×28: what the model saw
     out: Path | None = None
 
@@ -56,52 +66,38 @@ class Explanation:
         }
 
 
-def _torch_run_dir(model: str | Path) -> Path:
+def method_name(method: str) -> str:
+    """The method's full name (`ig` is `integrated-gradients`), or a ValueError naming them."""
+    name = ALIASES.get(method, method)
+    if name not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of: {', '.join(CHOICES)}")
+    return name
+
+
+def _torch_run_dir(model: str | Path, method: str) -> Path:
     path = Path(model)
     if path.suffix == ".onnx":
         raise ValueError(
-            f"{path}: explain needs the torch model, and an .onnx file has no gradients to "
-            "follow; give the run directory that holds model.safetensors"
+            f"{path}: explaining by {LABELS[method]} needs the torch model, and an .onnx file has "
+            "no gradients to follow; give the run directory that holds model.safetensors, or use "
+            f"a method that runs on ONNX ({', '.join(AGNOSTIC_METHODS)})"
         )
     return path
 
 
-def occlusion(
-    probabilities: Any, pixels: np.ndarray, target: int, patch: int = PATCH, stride: int = STRIDE
-) -> np.ndarray:
-    """Per-pixel occlusion attribution of class `target` for one uint8 28×28 input:
-    `probabilities` maps uint8 N×28×28 to N×10 (a Predictor's `predict_arrays`). Each pixel gets
-    the mean drop of the target's probability over the squares that covered it."""
-    size = pixels.shape[0]
-    starts = range(0, size - patch + 1, stride)
-    positions = [(top, left) for top in starts for left in starts]
-    hidden = np.repeat(pixels[None], len(positions), axis=0)
-    for copy, (top, left) in zip(hidden, positions, strict=True):
-        copy[top : top + patch, left : left + patch] = 0
-    base = float(probabilities(pixels[None])[0, target])
-    drops = base - probabilities(hidden)[:, target]
-    total = np.zeros((size, size))
-    count = np.zeros((size, size))
-    for drop, (top, left) in zip(drops, positions, strict=True):
-        total[top : top + patch, left : left + patch] += drop
-        count[top : top + patch, left : left + patch] += 1
-    return total / np.maximum(count, 1)
-
-
-def attributions(
-    model: Any, pixels: np.ndarray, target: int, method: str = "integrated-gradients"
-) -> np.ndarray:
+def attributions(model: Any, pixels: np.ndarray, target: int, method: str = "ig") -> np.ndarray:
     """Signed per-pixel attribution of the class `target` for one uint8 28×28 input, by a
     gradient method on a torch model."""
     import torch
 
-    if method not in TORCH_METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of: {', '.join(TORCH_METHODS)}")
+    name = ALIASES.get(method, method)
+    if name not in TORCH_METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of: ig, saliency")
     from captum.attr import IntegratedGradients, Saliency
 
     inputs = torch.from_numpy(pixels.astype(np.float32) / 255.0)[None, None].requires_grad_()
     model = model.eval()
-    if method == "saliency":
+    if name == "saliency":
         result = Saliency(model).attribute(inputs, target=target, abs=False)
     else:
         result = IntegratedGradients(model).attribute(
@@ -124,7 +120,7 @@ def render(explanation: Explanation, out: str | Path) -> Path:
     axes[0].imshow(explanation.pixels, cmap="gray", vmin=0, vmax=255)
     axes[0].set_title("what the model sees (28×28)")
     shown = axes[1].imshow(values, cmap="bwr", vmin=-limit, vmax=limit)
-    axes[1].set_title(explanation.method)
+    axes[1].set_title(LABELS.get(explanation.method, explanation.method))
     figure.colorbar(shown, ax=axes[1], fraction=0.046, pad=0.04)
     axes[2].imshow(explanation.pixels, cmap="gray", vmin=0, vmax=255)
     axes[2].imshow(values, cmap="bwr", vmin=-limit, vmax=limit, alpha=0.6)
@@ -140,71 +136,63 @@ def render(explanation: Explanation, out: str | Path) -> Path:
     return out
 
 
+def _prepared_pixels(source: Source, name: str) -> np.ndarray:
+    prepared = preprocess(source, name=name)
+    if prepared.pixels is None:
+        raise ValueError(f"{name}: nothing to explain ({prepared.reason})")
+    return prepared.pixels
+
+
 def explain(
     model: str | Path,
     source: Source,
     *,
     out: str | Path | None = None,
-    method: str = "integrated-gradients",
+    method: str = DEFAULT_METHOD,
     name: str | None = None,
+    seed: int = SEED,
 ) -> Explanation:
-    """Predict one image and attribute the answer to its pixels: occlusion on the ONNX model
-    (a run directory or an .onnx file), the gradient methods on a run's torch model; with `out`,
-    also draw the overlay PNG there."""
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of: {', '.join(METHODS)}")
-    if method == "occlusion":
-        return _explain_on_onnx(model, source, out=out, name=name)
-    import torch
-
-    from digits.calibration import run_temperature
-    from digits.run import load_model, require_finished
-
-    run_dir = _torch_run_dir(model)
+    """Predict one image and attribute the answer to its pixels: SHAP, LIME or occlusion on the
+    ONNX model (a run directory or an .onnx file), the gradient methods on a run's torch model;
+    with `out`, also draw the overlay PNG there. `seed` fixes SHAP's and LIME's samples."""
+    method = method_name(method)
     name = name or describe_source(source)
-    prepared = preprocess(source, name=name)
-    if prepared.pixels is None:
-        raise ValueError(f"{name}: nothing to explain ({prepared.reason})")
-    network = load_model(run_dir)  # damaged weights are named before "not finished"
-    require_finished(run_dir)
-    temperature, _ = run_temperature(run_dir)
-    inputs = torch.from_numpy(prepared.pixels.astype(np.float32) / 255.0)[None, None]
-    with torch.inference_mode():
-        probabilities = torch.softmax(network(inputs) / temperature, dim=1)[0].numpy()
-    digit = int(probabilities.argmax())
-    explanation = Explanation(
-        name,
-        digit,
-        float(probabilities[digit]),
-        method,
-        attributions(network, prepared.pixels, digit, method),
-        prepared.pixels,
-    )
+    if method in AGNOSTIC_METHODS:
+        explanation = _explain_on_onnx(model, source, method, name, seed)
+    else:
+        explanation = _explain_on_torch(model, source, method, name)
     if out is not None:
         explanation.out = render(explanation, out)
     return explanation
 
 
 def _explain_on_onnx(
-    model: str | Path, source: Source, *, out: str | Path | None, name: str | None
+    model: str | Path, source: Source, method: str, name: str, seed: int
 ) -> Explanation:
     from digits.predictor import Predictor
 
     predictor = Predictor.from_path(model)  # unfinished runs are refused there
-    name = name or describe_source(source)
-    prepared = preprocess(source, name=name)
-    if prepared.pixels is None:
-        raise ValueError(f"{name}: nothing to explain ({prepared.reason})")
-    probabilities = predictor.predict_arrays(prepared.pixels)[0]
+    pixels = _prepared_pixels(source, name)
+    probabilities = predictor.predict_arrays(pixels)[0]
     digit = int(probabilities.argmax())
-    explanation = Explanation(
-        name,
-        digit,
-        float(probabilities[digit]),
-        "occlusion",
-        occlusion(predictor.predict_arrays, prepared.pixels, digit),
-        prepared.pixels,
-    )
-    if out is not None:
-        explanation.out = render(explanation, out)
-    return explanation
+    values = agnostic_attributions(predictor.predict_arrays, pixels, digit, method, seed=seed)
+    return Explanation(name, digit, float(probabilities[digit]), method, values, pixels)
+
+
+def _explain_on_torch(model: str | Path, source: Source, method: str, name: str) -> Explanation:
+    import torch
+
+    from digits.calibration import run_temperature
+    from digits.run import load_model, require_finished
+
+    run_dir = _torch_run_dir(model, method)
+    pixels = _prepared_pixels(source, name)
+    network = load_model(run_dir)  # damaged weights are named before "not finished"
+    require_finished(run_dir)
+    temperature, _ = run_temperature(run_dir)
+    inputs = torch.from_numpy(pixels.astype(np.float32) / 255.0)[None, None]
+    with torch.inference_mode():
+        probabilities = torch.softmax(network(inputs) / temperature, dim=1)[0].numpy()
+    digit = int(probabilities.argmax())
+    values = attributions(network, pixels, digit, method)
+    return Explanation(name, digit, float(probabilities[digit]), method, values, pixels)

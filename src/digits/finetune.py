@@ -41,9 +41,7 @@ def read_source(source: str) -> tuple[DigitData, str]:
         from digits.feedback import read_feedback, shown_url
 
         url = source.removeprefix(FEEDBACK_PREFIX)
-        images, labels = read_feedback(url)
-        if len(labels) == 0:
-            raise ValueError(f"{source}: the feedback store holds no corrections yet")
+        images, labels = read_feedback(url)  # an empty store is an error naming it
         shown = FEEDBACK_PREFIX + shown_url(url)
         return DigitData(images, labels, None, None, "feedback", Path(shown)), shown
     return load_dataset(source), absolute_data_path(source)

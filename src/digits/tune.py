@@ -38,6 +38,9 @@ from torch import nn
 from digits.atomic import atomic_write_text
 from digits.config import EpochRecord, TrainConfig
 from digits.data import DigitData
+
+# The URL rules of the feedback store too: psycopg 3 for plain postgresql://, passwords masked.
+from digits.feedback.urls import database_url, shown_url, sqlite_file
 from digits.finish import fit
 from digits.models import REGISTRY, create_model
 from digits.run import load_data, read_history
@@ -162,13 +165,6 @@ def default_storage(study: str, root: Path = DEFAULT_ROOT) -> str:
     return f"{SQLITE_PREFIX}{root / f'{study}.db'}"
 
 
-def _sqlite_file(url: str) -> Path | None:
-    if not url.startswith(SQLITE_PREFIX):
-        return None
-    path = url.removeprefix(SQLITE_PREFIX)
-    return None if path in ("", ":memory:") else Path(path)
-
-
 @contextmanager
 def _setup_lock(url: str) -> Iterator[None]:
     """Serialise study setup between processes sharing one SQLite file.
@@ -177,7 +173,7 @@ def _setup_lock(url: str) -> Iterator[None]:
     together on a fresh file both see "missing" and one fails with "table already exists". An
     exclusive lock on a sibling file makes the first create and the rest load.
     """
-    path = _sqlite_file(url)
+    path = sqlite_file(url)
     if path is None:
         yield
         return
@@ -190,19 +186,9 @@ def _setup_lock(url: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def database_url(url: str) -> str:
-    """The SQLAlchemy URL for a storage URL as users write it: a plain `postgresql://` (or
-    `postgres://`) goes through psycopg 3, the driver the `train` extra installs (SQLAlchemy's
-    default for that scheme would be psycopg2)."""
-    for scheme in ("postgresql://", "postgres://"):
-        if url.startswith(scheme):
-            return "postgresql+psycopg://" + url.removeprefix(scheme)
-    return url
-
-
 def open_storage(url: str) -> optuna.storages.BaseStorage:
     """An Optuna storage for `url`; SQLite files get their folder created and a patient lock."""
-    if _sqlite_file(url) is not None:
+    if sqlite_file(url) is not None:
         return optuna.storages.RDBStorage(
             url, engine_kwargs={"connect_args": {"timeout": SQLITE_LOCK_TIMEOUT}}
         )
@@ -211,17 +197,6 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     except Exception as exc:  # SQLAlchemy and the drivers raise many kinds; all mean "cannot use"
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ValueError(f"cannot open the study storage {shown_url(url)}: {reason}") from None
-
-
-def shown_url(url: str) -> str:
-    """The storage URL with its password masked, for messages and tables."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return url
 
 
 def _study_settings(base: TrainConfig, max_epochs: int) -> dict[str, Any]:

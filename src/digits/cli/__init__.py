@@ -7,6 +7,8 @@ from digits.cli import (  # noqa: F401  (importing registers the commands)
     compare,
     data,
     ensemble,
+    feedback,
+    finetune,
     predict,
     recipes,
     report,

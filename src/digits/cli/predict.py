@@ -296,7 +296,9 @@ def kaggle_predict_command(
 def explain_command(
     model: Annotated[
         Path,
-        typer.Argument(help="A run directory, or an .onnx file for --method occlusion."),
+        typer.Argument(
+            help="A run directory, or an .onnx file for shap, lime and occlusion (no torch)."
+        ),
     ],
     image: Annotated[Path, typer.Argument(help="One image with one digit.")],
     out: Annotated[
@@ -305,17 +307,19 @@ def explain_command(
     method: Annotated[
         str,
         typer.Option(
-            help="occlusion (model-agnostic, on ONNX, no torch), integrated-gradients or "
-            "saliency (the run's torch weights)."
+            help="shap, lime (superpixels) or occlusion: model-agnostic, on ONNX, no torch; "
+            "ig (integrated gradients, also integrated-gradients) or saliency: the run's "
+            "torch weights."
         ),
-    ] = "integrated-gradients",
+    ] = "ig",
+    seed: Annotated[int, typer.Option(help="Seed of shap's and lime's random samples.")] = 0,
     as_json: JsonOption = False,
 ) -> None:
     """Which pixels drove the prediction: attribution overlay beside the 28×28 input."""
     from digits.explain import explain
 
     target = out or Path(f"{image.stem}-explained.png")
-    explanation = explain(model, image, out=target, method=method)
+    explanation = explain(model, image, out=target, method=method, seed=seed)
     if as_json:
         print_json(explanation.to_dict())
         return

@@ -19,6 +19,8 @@ from digits.serve.errors import install_error_handlers
 from digits.serve.limits import BodyLimitMiddleware
 from digits.serve.recognizer import Recognizer
 from digits.serve.routes import docs, meta, page, predict
+from digits.serve.routes.explain import router as explain_router
+from digits.serve.routes.feedback import router as feedback_router
 from digits.serve.routes.page import STATIC_DIR
 from digits.serve.settings import Settings
 
@@ -65,6 +67,8 @@ def create_app(settings: Settings | None = None, recognizer: Recognizer | None =
     app.include_router(docs.router)
     app.include_router(meta.router, prefix="/api")
     app.include_router(predict.router, prefix="/api")
+    app.include_router(explain_router, prefix="/api")
+    app.include_router(feedback_router, prefix="/api")
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
 
     if settings.cors_origins:

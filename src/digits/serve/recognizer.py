@@ -48,7 +48,7 @@ class ServedModel:
     source: str
 
 
-def _prepared(step: Callable[[], T]) -> T:
+def prepared_or_bad_input(step: Callable[[], T]) -> T:
     """Run a preparation step on a decoded image; whatever it raises is answered as a 4xx.
 
     ImageError is the preparation's own verdict on the input. Anything else is a bug that some
@@ -127,7 +127,7 @@ class Recognizer:
         """An image file whose header was read and checked (`imaging.open_image`): decoded,
         prepared as MNIST was, then classified."""
         image, _ = decode_opened(opened)
-        prepared = _prepared(lambda: preprocess(image, name="the image"))
+        prepared = prepared_or_bad_input(lambda: preprocess(image, name="the image"))
         if prepared.pixels is None:
             return self._no_digit(prepared.reason or "no digit")
         return self._answer(prepared.pixels)
@@ -135,7 +135,9 @@ class Recognizer:
     def read_file(self, data: bytes, max_bytes: int, max_pixels: int) -> ReadResponse:
         """Every digit of an image file, left to right."""
         image, scale = decode_image(data, max_bytes, max_pixels)
-        reading = _prepared(lambda: read_number(self.predictor, image, name="the image"))
+        reading = prepared_or_bad_input(
+            lambda: read_number(self.predictor, image, name="the image")
+        )
         found = reading.digits[: self.max_digits]
         digits = []
         for piece in found:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field, model_validator
 
 from digits.answers import Answer
@@ -78,6 +80,32 @@ class PredictResponse(Prediction):
     model: str = Field(description="Name of the model that answered.")
 
 
+# The methods /api/explain offers: those that need only the model's answers
+# (digits.explain_agnostic.AGNOSTIC_METHODS).
+ExplainMethod = Literal["occlusion", "shap", "lime"]
+
+
+class ExplainResponse(PredictResponse):
+    """The answer /api/predict gives, and which pixels of the 28×28 drove it."""
+
+    method: ExplainMethod = Field(description="How the attributions were found.")
+    explained: int | None = Field(
+        description="The digit explained: the most probable one, also when the answer is "
+        '"not sure" or "not a digit"; null for a `"no_digit"` answer, which has no map.',
+        ge=0,
+        le=9,
+    )
+    attributions: list[list[float]] | None = Field(
+        description="28 rows of 28 signed numbers, aligned with `preview`: above 0 a pixel pushed "
+        "the answer towards `explained`, below 0 away from it. Units depend on the method "
+        '(occlusion and LIME: probability; SHAP: log-odds). Null for a `"no_digit"` answer.'
+    )
+    overlay: str | None = Field(
+        description="The map drawn over the 28×28 (red towards, blue away) as a 112×112 PNG data "
+        'URL; null for a `"no_digit"` answer.'
+    )
+
+
 class Box(BaseModel):
     """Where a digit was found, in pixels of the image as sent."""
 
@@ -124,6 +152,36 @@ class ModelInfo(BaseModel):
     source: str = Field(description="File name the model was loaded from.")
     threshold: float = Field(description='Confidence below which the answer is "not sure".')
     version: str = Field(description="Version of the digits package serving it.")
+    feedback: bool = Field(
+        False, description="Whether `POST /api/feedback` keeps corrections (off: it answers 404)."
+    )
+
+
+class FeedbackRequest(BaseModel):
+    """A correction as JSON: the image an answer was for, and the digit it really is."""
+
+    image: str = Field(
+        description="The image file that was sent for the answer, as base64 or a data URL.",
+        examples=["data:image/png;base64,iVBORw0KGgo..."],
+    )
+    label: int = Field(strict=True, ge=0, le=9, description="The digit it is, 0–9.")
+
+
+class FeedbackResponse(BaseModel):
+    """A correction as kept: its id, the person's digit, and what the model answered."""
+
+    id: int = Field(description="The correction's number in the store.")
+    label: int = Field(ge=0, le=9, description="The digit the person says it is.")
+    model_digit: int | None = Field(
+        ge=0, le=9, description="The digit the model answered, or null when it gave none."
+    )
+    model_answer: Answer = Field(
+        description="The kind of answer the model gave (as `answer` in `/api/predict`); "
+        "computed here from the image, never taken from the client."
+    )
+    confidence: float | None = Field(description="The model's confidence in its best digit.")
+    right: bool = Field(description="Whether the model had answered `label`.")
+    model: str = Field(description="Name of the model that answered.")
 
 
 class ErrorResponse(BaseModel):

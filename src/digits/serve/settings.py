@@ -12,6 +12,8 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from digits.answers import NOT_SURE_THRESHOLD
+from digits.feedback import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_STORE_BYTES
+from digits.feedback import default_url as default_feedback_url
 
 MIB = 1024 * 1024
 
@@ -60,6 +62,13 @@ class Settings(BaseSettings):
     access_log: bool = False
     """One log line per request. Off by default: it costs about a twentieth of a drawing's
     CPU time, and the reverse proxy in front (see the README) logs requests anyway."""
+    feedback_url: str = Field(default_factory=default_feedback_url)
+    """Where corrections sent from the page are kept: `sqlite:///FILE` or `postgresql://...`
+    (default: feedback.sqlite in the user's data folder); empty turns feedback off."""
+    feedback_max_image_bytes: int = Field(default=DEFAULT_MAX_IMAGE_BYTES, ge=1024)
+    """Largest image kept with a correction, in bytes; a larger one is refused (413)."""
+    feedback_max_store_bytes: int = Field(default=DEFAULT_MAX_STORE_BYTES, ge=MIB)
+    """All kept images and 28×28s together, in bytes; past it corrections are refused (409)."""
 
     @property
     def max_body_bytes(self) -> int:

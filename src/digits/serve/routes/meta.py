@@ -27,7 +27,8 @@ async def health(recognizer: RecognizerDep) -> Health:
 
 @router.get("/model", summary="The model being served")
 async def model_info(recognizer: RecognizerDep, settings: SettingsDep) -> ModelInfo:
-    """Name, recipe, test accuracy, calibration temperature, threshold and package version."""
+    """Name, recipe, test accuracy, calibration temperature, threshold and package version, and
+    whether corrections are kept (`feedback`)."""
     info = recognizer.info
     return ModelInfo(
         name=info.name,
@@ -39,4 +40,5 @@ async def model_info(recognizer: RecognizerDep, settings: SettingsDep) -> ModelI
         source=info.source,
         threshold=settings.threshold,
         version=__version__,
+        feedback=bool(settings.feedback_url),
     )

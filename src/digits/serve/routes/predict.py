@@ -47,7 +47,7 @@ MULTIPART_SCHEMA = {
 }
 
 
-def _body_doc(json_model: type[BaseModel]) -> dict[str, Any]:
+def body_doc(json_model: type[BaseModel]) -> dict[str, Any]:
     """OpenAPI for a body that is multipart with `file`, the image itself, or the JSON model."""
     return {
         "requestBody": {
@@ -63,7 +63,7 @@ def _body_doc(json_model: type[BaseModel]) -> dict[str, Any]:
     }
 
 
-def _json(answer: BaseModel) -> Response:
+def json_response(answer: BaseModel) -> Response:
     # Serialised once, here: returning the model would make FastAPI validate it a second time.
     return Response(answer.model_dump_json(), media_type="application/json")
 
@@ -108,7 +108,7 @@ def _unsupported_body(media: str) -> APIError:
 JsonBody = TypeVar("JsonBody", bound=BaseModel)
 
 
-async def _image_or_json(
+async def image_or_json(
     request: Request, settings: Settings, model: type[JsonBody]
 ) -> bytes | JsonBody:
     """The image file's bytes (multipart field `file`, or the body itself when it is sent as
@@ -129,7 +129,7 @@ async def _image_or_json(
     response_model=PredictResponse,
     summary="Recognise one digit",
     responses=ERRORS,
-    openapi_extra=_body_doc(PredictRequest),
+    openapi_extra=body_doc(PredictRequest),
 )
 async def predict(request: Request, recognizer: RecognizerDep, settings: SettingsDep) -> Response:
     """The digit in an image, prepared as MNIST was (grey, ink bright, cropped, 20 px, centred).
@@ -138,17 +138,17 @@ async def predict(request: Request, recognizer: RecognizerDep, settings: Setting
     ..."), the model takes it for a letter, symbol or drawing ("not a digit: ...", models trained
     with that class) or the confidence is below the threshold ("not sure: ..."). JSON `pixels`
     are taken as an MNIST image already and go to the model unchanged."""
-    data = await _image_or_json(request, settings, PredictRequest)
+    data = await image_or_json(request, settings, PredictRequest)
     if isinstance(data, PredictRequest):
         if data.pixels is not None:
             # A fraction of a millisecond of work: cheaper inline than a hop to the thread pool.
-            return _json(recognizer.predict_pixels(pixels_to_array(data.pixels)))
+            return json_response(recognizer.predict_pixels(pixels_to_array(data.pixels)))
         assert data.image is not None
         data = decode_base64(data.image, settings.max_upload_bytes)
     opened = open_image(data, settings.max_upload_bytes, settings.max_pixels)
     if opened.decoded_pixels <= INLINE_PIXELS:
-        return _json(recognizer.predict_opened(opened))
-    return _json(await run_in_threadpool(recognizer.predict_opened, opened))
+        return json_response(recognizer.predict_opened(opened))
+    return json_response(await run_in_threadpool(recognizer.predict_opened, opened))
 
 
 @router.post(
@@ -156,16 +156,16 @@ async def predict(request: Request, recognizer: RecognizerDep, settings: Setting
     response_model=ReadResponse,
     summary="Read several digits",
     responses=ERRORS,
-    openapi_extra=_body_doc(ReadRequest),
+    openapi_extra=body_doc(ReadRequest),
 )
 async def read(request: Request, recognizer: RecognizerDep, settings: SettingsDep) -> Response:
     """Every digit in an image, left to right, each with its box, confidence and preview.
 
     `text` joins them, with "?" for a digit the model is not sure of."""
-    data = await _image_or_json(request, settings, ReadRequest)
+    data = await image_or_json(request, settings, ReadRequest)
     if isinstance(data, ReadRequest):
         data = decode_base64(data.image, settings.max_upload_bytes)
     reading = await run_in_threadpool(
         recognizer.read_file, data, settings.max_upload_bytes, settings.max_pixels
     )
-    return _json(reading)
+    return json_response(reading)

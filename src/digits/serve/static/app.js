@@ -16,6 +16,10 @@
   const preview = $("preview");
   const bars = $("probabilities");
   const readBox = $("read");
+  const feedbackBox = $("feedback");
+  const feedbackRight = $("feedback-right");
+  const feedbackDigits = $("feedback-digits");
+  const feedbackStatus = $("feedback-status");
 
   // Strokes are kept in canvas-relative units (0–1), so a resize or undo redraws them exactly.
   let strokes = [];
@@ -192,6 +196,7 @@
   }
 
   function setPreview(url) {
+    hideExplanation(); // an overlay belongs to the preview it was drawn for
     // The whole figure goes, caption included, when there is nothing the model saw.
     if (url) preview.src = url;
     else preview.removeAttribute("src");
@@ -203,6 +208,7 @@
     prediction.textContent = "–";
     prediction.dataset.state = "idle";
     status.textContent = "Draw a digit to start.";
+    hideFeedback();
     setPreview(null);
     readBox.hidden = true;
     setBars(null);
@@ -334,6 +340,7 @@
     const answersPenUp = penUps;
     prediction.dataset.state = "busy";
     delete prediction.dataset.error;
+    hideFeedback();
     try {
       const [predicted, read] = await Promise.all([
         post("/api/predict", blob, name),
@@ -341,7 +348,11 @@
       ]);
       if (mine !== sequence) return;
       if (read && read.digits.length >= 2) showSeveral(read);
-      else showPrediction(predicted);
+      else {
+        showPrediction(predicted);
+        offerFeedback(predicted, blob, name);
+        explainAnswer(predicted, blob, name, mine);
+      }
     } catch (error) {
       if (mine !== sequence) return;
       if (!(error instanceof RequestFailure)) {
@@ -445,18 +456,163 @@
     usePhoto(event.dataTransfer.files[0]);
   });
 
+  // --- corrections ---------------------------------------------------------------------------
+  // After a single-digit answer, "Right" or "Wrong, it is N" sends the very image the answer was
+  // for, with the person's digit, to /api/feedback (which classifies it again itself). Shown only
+  // when /api/model says the service keeps corrections.
+
+  let feedbackOn = false;
+  let answered = null; // { blob, name, digit } of the answer shown, while it may be corrected
+
+  function buildFeedback() {
+    for (let digit = 0; digit < 10; digit++) {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.textContent = String(digit);
+      button.dataset.digit = String(digit);
+      button.addEventListener("click", () => sendFeedback(digit));
+      feedbackDigits.appendChild(button);
+    }
+    feedbackRight.addEventListener("click", () => {
+      if (answered && answered.digit !== null) sendFeedback(answered.digit);
+    });
+  }
+
+  function setFeedbackButtons(disabled) {
+    feedbackRight.disabled = disabled;
+    feedbackDigits.querySelectorAll("button").forEach((button) => (button.disabled = disabled));
+  }
+
+  function setFeedbackStatus(state, text) {
+    feedbackStatus.dataset.state = state;
+    feedbackStatus.textContent = text;
+  }
+
+  function hideFeedback() {
+    answered = null;
+    feedbackBox.hidden = true;
+  }
+
+  function offerFeedback(result, blob, name) {
+    if (!feedbackOn) return;
+    answered = { blob, name, digit: result.digit };
+    // "Wrong" only where the model named a digit; a "not sure" is completed, not contradicted.
+    const lead = result.answer === "not_sure" ? "It is" : "Wrong, it is";
+    $("feedback-wrong").textContent = lead;
+    feedbackRight.hidden = result.digit === null;
+    feedbackDigits.querySelectorAll("button").forEach((button) => {
+      button.setAttribute("aria-label", `${lead} ${button.dataset.digit}`);
+      button.hidden = button.dataset.digit === String(result.digit); // that one is "Right"
+    });
+    setFeedbackButtons(false);
+    setFeedbackStatus("idle", "");
+    feedbackBox.hidden = false;
+  }
+
+  async function sendFeedback(label) {
+    const sent = answered;
+    if (!sent) return;
+    setFeedbackButtons(true);
+    setFeedbackStatus("sending", "Saving…");
+    const form = new FormData();
+    form.append("file", sent.blob, sent.name);
+    form.append("label", String(label));
+    let response = null;
+    let body = null;
+    try {
+      response = await fetch("/api/feedback", { method: "POST", body: form });
+      body = await response.json().catch(() => null);
+    } catch {
+      response = null;
+    }
+    if (answered !== sent) return; // a newer answer replaced this one meanwhile
+    if (response && response.ok && body) {
+      feedbackStatus.dataset.id = String(body.id);
+      setFeedbackStatus("saved", `Thanks, saved as ${label}.`);
+      return;
+    }
+    const detail = body && typeof body.detail === "string" ? `: ${body.detail}` : "";
+    setFeedbackStatus(
+      "error",
+      response
+        ? `Could not save the correction (${response.status}${detail}).`
+        : "Could not save the correction: the service cannot be reached."
+    );
+    setFeedbackButtons(false);
+  }
+
+  // --- why: which pixels drove the answer --------------------------------------------------
+  // With "Why?" pressed, a single-digit answer is followed by a request to /api/explain for the
+  // very image it answered; the overlay it returns (the 28×28, red where a pixel pushed towards
+  // the digit, blue where away) is laid over the preview. The answer itself is /api/predict's.
+
+  const whyButton = $("why");
+  const explanation = $("explanation");
+  const whyLegend = $("why-legend");
+  let whyOn = false;
+  let explainable = null; // { blob, name, mine } of the answer shown, while it can be explained
+
+  function hideExplanation() {
+    explanation.hidden = true;
+    explanation.removeAttribute("src");
+    explanation.dataset.state = "idle";
+    whyLegend.hidden = true;
+  }
+
+  function explainAnswer(result, blob, name, mine) {
+    explainable = result.answer === "no_digit" || !result.preview ? null : { blob, name, mine };
+    explainShown();
+  }
+
+  async function explainShown() {
+    const asked = explainable;
+    if (!whyOn || !asked || asked.mine !== sequence) return;
+    explanation.dataset.state = "busy";
+    let result = null;
+    try {
+      result = await post("/api/explain", asked.blob, asked.name);
+    } catch {
+      result = null;
+    }
+    // Too late: a newer image was sent, or "Why?" was switched off meanwhile.
+    if (!whyOn || explainable !== asked || asked.mine !== sequence) return;
+    if (!result || !result.overlay) {
+      explanation.dataset.state = "error";
+      whyLegend.textContent = "No explanation for this one.";
+      whyLegend.hidden = false;
+      return;
+    }
+    explanation.src = result.overlay;
+    explanation.alt =
+      `Which pixels drove the answer ${result.explained}: ` +
+      "red pushed towards it, blue away from it";
+    explanation.hidden = false;
+    explanation.dataset.state = "shown";
+    whyLegend.textContent = `red: towards ${result.explained} · blue: away`;
+    whyLegend.hidden = false;
+  }
+
+  whyButton.addEventListener("click", () => {
+    whyOn = !whyOn;
+    whyButton.setAttribute("aria-pressed", String(whyOn));
+    if (whyOn) explainShown();
+    else hideExplanation();
+  });
+
   async function loadModelInfo() {
     const line = $("model");
     try {
       const info = await (await fetch("/api/model")).json();
       const accuracy = info.accuracy == null ? "" : `, ${(info.accuracy * 100).toFixed(2)}% on MNIST test`;
       line.textContent = `model: ${info.name}${info.recipe ? ` (${info.recipe})` : ""}${accuracy}`;
+      feedbackOn = info.feedback === true;
     } catch {
       line.textContent = "model information unavailable";
     }
   }
 
   buildBars();
+  buildFeedback();
   window.addEventListener("resize", resize);
   resize();
   redraw(); // also when resize() found the size unchanged: it sets the units strokes are drawn in
