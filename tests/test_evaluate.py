@@ -14,7 +14,14 @@ from typer.testing import CliRunner
 from digits.cli import app
 from digits.config import TrainConfig
 from digits.data import DigitData, load_dataset, stratified_split
-from digits.evaluate import compute_metrics, held_out, run_data, scored_images, trained_on
+from digits.evaluate import (
+    compute_metrics,
+    held_out,
+    per_class_scores,
+    run_data,
+    scored_images,
+    trained_on,
+)
 from digits.finish import fit
 from digits.run import RunError, read_config, read_metrics
 from tests.helpers import idx_gz_bytes
@@ -47,6 +54,26 @@ def test_metrics_on_a_hand_checked_example() -> None:
     assert metrics.most_confused() == [(0, 1, 1)]
     document = metrics.to_dict()
     assert {"accuracy", "loss", "macro_f1", "confusion_matrix"} <= set(document)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_per_class_scores_agree_with_scikit_learn(seed: int) -> None:
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    generator = np.random.default_rng(seed)
+    labels = generator.integers(0, 10, 500)
+    # Mostly right, some wrong, some refused (-1), and one digit never predicted at all.
+    predicted = np.where(generator.random(500) < 0.7, labels, generator.integers(-1, 10, 500))
+    predicted[predicted == 7] = 3
+    confusion, precision, recall, f1, support = per_class_scores(labels, predicted)
+    expected = precision_recall_fscore_support(
+        labels, predicted, labels=list(range(10)), zero_division=0
+    )
+    for ours, theirs in zip((precision, recall, f1, support), expected, strict=True):
+        np.testing.assert_allclose(ours, theirs)
+    np.testing.assert_array_equal(
+        confusion, confusion_matrix(labels, predicted, labels=list(range(10)))
+    )
 
 
 def test_shape_mismatches_are_errors() -> None:
