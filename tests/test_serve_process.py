@@ -96,9 +96,13 @@ def stop(process: subprocess.Popen[str]) -> str:
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_digits_serve_starts_answers_and_stops(trained_cnn_run: Path, workers: int) -> None:
+def test_digits_serve_starts_answers_and_stops(
+    trained_cnn_run: Path, workers: int, tmp_path: Path
+) -> None:
     port = free_port()
+    store = f"sqlite:///{tmp_path / 'corrections.sqlite'}"
     command = [str(DIGITS), "serve", str(trained_cnn_run), "--workers", str(workers)]
+    command += ["--feedback", store]  # reaches every worker
     environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if workers == 1:
         command += ["--port", str(port)]
@@ -119,6 +123,13 @@ def test_digits_serve_starts_answers_and_stops(trained_cnn_run: Path, workers: i
         assert answer.json()["digit"] == 1
         page = httpx2.get(f"{base}/", timeout=10)
         assert 'data-testid="canvas"' in page.text
+        kept = httpx2.post(
+            f"{base}/api/feedback",
+            files={"file": ("one.png", one_png(), "image/png")},
+            data={"label": "7"},
+            timeout=10,
+        )
+        assert kept.status_code == 201, kept.text
         if workers == 1:
             # The server process itself has not mapped torch's library either.
             maps = Path(f"/proc/{process.pid}/maps").read_text()
@@ -127,6 +138,10 @@ def test_digits_serve_starts_answers_and_stops(trained_cnn_run: Path, workers: i
         output = stop(process) if process.poll() is None else ""
     assert process.returncode == 0, output
     assert f"on http://127.0.0.1:{port}/" in output
+    from digits.feedback import open_store
+
+    with open_store(store, create=False) as corrections:
+        assert corrections.count() == 1
     assert "Shutting down" in output or "Finished server process" in output
 
 

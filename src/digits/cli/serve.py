@@ -43,6 +43,13 @@ def serve_command(
     runs: Annotated[
         Path, typer.Option(help="Where to look for runs when MODEL is not given.")
     ] = DEFAULT_RUNS,
+    feedback: Annotated[
+        str | None,
+        typer.Option(
+            help="Where the page's corrections are kept: sqlite:///FILE or postgresql://...; "
+            '"" turns them off (default: a SQLite file in the user data folder).'
+        ),
+    ] = None,
 ) -> None:
     """Serve the drawing page at / and the HTTP API at /api (reference at /docs).
 
@@ -57,6 +64,7 @@ def serve_command(
             ("port", "port", port),
             ("workers", "workers", workers),
             ("runs_dir", "runs", runs),
+            ("feedback_url", "feedback", feedback),
         )
         if value is not None and _typed(ctx, option)
     }
@@ -92,6 +100,7 @@ def serve_command(
         {
             "DIGITS_SERVE_MODEL": str(model_path.resolve()),
             "DIGITS_SERVE_RUNS_DIR": str(settings.runs_dir),
+            "DIGITS_SERVE_FEEDBACK_URL": settings.feedback_url,
         }
     )
     sys.stdout.flush()
@@ -107,7 +116,7 @@ def _typed(ctx: typer.Context, name: str) -> bool:
     return source is not None and source.name == "COMMANDLINE"
 
 
-_OPTION_OF = {"model": "MODEL", "runs_dir": "--runs"}
+_OPTION_OF = {"model": "MODEL", "runs_dir": "--runs", "feedback_url": "--feedback"}
 
 
 def _settings(typed: dict[str, Any]) -> Settings:
