@@ -25,6 +25,7 @@ All three are deterministic for a given `seed` (occlusion has no randomness at a
 
 from __future__ import annotations
 
+import functools
 import importlib
 import threading
 from collections.abc import Callable
@@ -156,7 +157,12 @@ def shap_values(
 
 def _lime_explainer(seed: int) -> Any:
     lime_image = _library("lime.lime_image", "lime", "lime")
-    base: Any = lime_image.LimeImageExplainer
+    return _batched_explainer_class(lime_image.LimeImageExplainer)(random_state=seed)
+
+
+@functools.cache
+def _batched_explainer_class(base: Any) -> Any:
+    """The batched subclass of lime's explainer class, made once per process."""
 
     class BatchedExplainer(base):
         """lime_image's explainer with its neighbourhood drawn as lime draws it (the same calls
@@ -179,7 +185,7 @@ def _lime_explainer(seed: int) -> Any:
             keep = data.astype(bool)[:, segments][..., None]
             return data, classifier_fn(np.where(keep, image, fudged_image))
 
-    return BatchedExplainer(random_state=seed)
+    return BatchedExplainer
 
 
 def lime_weights(

@@ -81,20 +81,23 @@ def finish(run_dir: str | Path, data: DigitData | None = None) -> Path:
     device = state.get("device", "cpu")
     precision = state.get("precision") or ("bf16" if use_bf16(config.precision) else "fp32")
     best_epoch = int(state["best_epoch"])
+    # A fine-tuning run that replayed MNIST is scored and calibrated on it too: loaded once.
+    mnist = load_mnist() if config.replay > 0 else None
     write_metrics(
-        run_dir, run_metrics(run_dir, config, data, history, best_epoch, device, precision)
+        run_dir,
+        run_metrics(run_dir, config, data, history, best_epoch, device, precision, mnist),
     )
     split = split_data(config, data)
     x_pool, y_pool = split.x_train, split.y_train
-    if config.replay > 0 and len(split.y_val) == 0:
-        x_pool, y_pool = _replayed_pool(config, x_pool, y_pool)
+    if mnist is not None and len(split.y_val) == 0:
+        x_pool, y_pool = _replayed_pool(config, x_pool, y_pool, mnist)
     calibrate_and_export(run_dir, split.x_val, split.y_val, x_pool, y_pool)
     mark_finished(run_dir)
     return run_dir
 
 
 def _replayed_pool(
-    config: TrainConfig, images: np.ndarray, labels: np.ndarray
+    config: TrainConfig, images: np.ndarray, labels: np.ndarray, mnist: DigitData
 ) -> tuple[np.ndarray, np.ndarray]:
     """What a fine-tuning run without a validation split is calibrated on views of: its own
     images and MNIST's, half and half as its batches mixed them (its images repeated when
@@ -102,7 +105,6 @@ def _replayed_pool(
     from digits.calibration import VIEWS
 
     half = VIEWS // 2
-    mnist = load_mnist()
     generator = np.random.default_rng(config.seed)
     own = generator.choice(len(labels), half, replace=len(labels) < half)
     old = generator.choice(len(mnist.y_train), half, replace=False)
@@ -120,8 +122,10 @@ def run_metrics(
     best_epoch: int,
     device: str,
     precision: str,
+    mnist: DigitData | None = None,
 ) -> dict[str, Any]:
-    """metrics.json of a trained run: its best epoch, speed, and the test metrics if any."""
+    """metrics.json of a trained run: its best epoch, speed, and the test metrics if any (and,
+    for a fine-tuning run given `mnist`, its MNIST test metrics)."""
     model = load_model(run_dir)
     best = history[best_epoch - 1]
     has_val = best.val_accuracy is not None
@@ -143,8 +147,7 @@ def run_metrics(
         metrics["test"] = evaluate_model(model, data.x_test, data.y_test).to_dict()
     if config.parent is not None:
         metrics["parent"] = config.parent
-        if config.replay > 0:  # what it still knows of MNIST, beside what it learnt
-            mnist = load_mnist()
+        if mnist is not None:  # what it still knows of MNIST, beside what it learnt
             assert mnist.x_test is not None
             assert mnist.y_test is not None
             metrics["mnist_test"] = evaluate_model(model, mnist.x_test, mnist.y_test).to_dict()
