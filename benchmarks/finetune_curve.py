@@ -34,9 +34,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.docs_section import replace_section  # noqa: E402
-from benchmarks.ood_digits import machine, wrap  # noqa: E402
-from benchmarks.ood_sets import condition  # noqa: E402
+from docs_section import replace_section  # noqa: E402
+from ood_digits import machine, wrap  # noqa: E402
+from ood_sets import condition  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "finetune_curve.json"
 DOCS = ROOT / "docs" / "results.md"

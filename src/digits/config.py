@@ -69,8 +69,9 @@ class TrainConfig:
     patience: int = 0
     """Stop after this many epochs without a better validation accuracy; 0 never stops early."""
     precision: str = "auto"
-    """'bf16' trains under bfloat16 autocast (weights stay float32); 'auto' uses it when the CPU
-    has native bfloat16 instructions, where it is ~1.4x faster at equal accuracy."""
+    """'bf16' trains under bfloat16 autocast (weights stay float32); 'auto' uses it on CUDA
+    GPUs that support it, and on a CPU with native bfloat16 when a few timed steps of the model
+    show it faster there (`digits.precision`: measured once per CPU, model and batch size)."""
     data: str | None = None
     """A data file or IDX folder (see `digits.data.load_dataset`); None means MNIST. Stored as an
     absolute path, so that the run finds its data from any working directory."""

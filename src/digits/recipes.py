@@ -176,8 +176,9 @@ _RECIPES = [
         "'Time to 99 %')",
         {
             "model": "fast-cnn",
+            "model_args": {"first": 16, "crop": 2},
             "optimizer": "adam",
-            "lr": 0.01,
+            "lr": 0.02,
             "batch_size": 256,
             "epochs": 1,
             "schedule": "onecycle",

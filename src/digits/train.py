@@ -11,8 +11,10 @@ continues exactly as if it had never stopped.
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -196,6 +198,10 @@ def train_run(
     tuner's pruning signal, say) ends training there and propagates to the caller. `device` is
     one of `digits.devices.DEVICES` ("auto": the best one here).
     """
+    # torch.optim imports torch's compiler (torch._dynamo, 1.5 s on two cores) on first use:
+    # done here in the background, it overlaps loading the data and building the model.
+    compiler_import = threading.Thread(target=importlib.import_module, args=("torch._dynamo",))
+    compiler_import.start()
     target = resolve_device(device)  # before anything is written: a missing GPU leaves no run
     group = join(target)  # under torchrun: this process's rank among the trainers
     out_dir = Path(out_dir)
@@ -242,6 +248,7 @@ def train_run(
         from torch.nn.parallel import DistributedDataParallel
 
         trainer = DistributedDataParallel(model)
+    compiler_import.join()
     optimizer = _make_optimizer(config, model)
     steps_per_epoch = math.ceil(len(x_train) / config.batch_size)
     schedule = _make_schedule(config, optimizer, steps_per_epoch)
@@ -249,11 +256,11 @@ def train_run(
     # With EMA on, the averaged copy is what gets validated, kept and tested.
     ema = WeightAverage(model, config.ema_decay) if config.ema_decay else None
     kept = ema.module if ema is not None else model
-    bf16 = use_bf16(config.precision, target)
 
     history: list[EpochRecord] = []
     best_accuracy, best_epoch, stale_epochs, start_epoch = -1.0, 0, 0, 1
     state = load_checkpoint(out_dir) if resume else None
+    bf16 = _training_bf16(config, model, target, group, state)
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -380,6 +387,28 @@ def train_run(
                 return Trained(out_dir, config, data, complete=False)
 
     return Trained(out_dir, config, data, complete=True)
+
+
+def _training_bf16(
+    config: TrainConfig,
+    model: nn.Module,
+    target: torch.device,
+    group: Group,
+    state: dict[str, Any] | None,
+) -> bool:
+    """Whether the epochs run under bfloat16 autocast. A resumed run keeps the precision it
+    started in on that kind of device; 'auto' on a CPU with native bfloat16 takes the faster
+    of the two for this model and batch size (digits.precision), as rank 0 measured it."""
+    if state is not None and state.get("device") == target.type and state.get("precision"):
+        return bool(state["precision"] == "bf16")
+    if config.precision != "auto" or target.type != "cpu" or not use_bf16("auto", target):
+        return use_bf16(config.precision, target)
+    from digits.precision import faster_on_cpu
+
+    batch = math.ceil(config.batch_size / group.world)  # what each process computes per step
+    model_key = f"{config.model} {json.dumps(config.factory_args(), sort_keys=True)}"
+    chosen = faster_on_cpu(model, model_key, batch) if group.main else False
+    return bool(group.sum(torch.tensor(int(chosen))).item())
 
 
 def _open_on_main(group: Group, out_dir: Path, config: TrainConfig, resume: bool) -> TrainConfig:

@@ -271,10 +271,17 @@ def read_npz(path: str | Path) -> dict[str, np.ndarray]:
     return arrays
 
 
-def write_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
+def write_npz_atomic(path: Path, arrays: dict[str, np.ndarray], *, compress: bool = True) -> None:
     """Write arrays to `path` so that a kill mid-write never leaves a half-written file."""
     from digits.atomic import atomic_write_bytes
 
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)  # type: ignore[arg-type]
+    save = np.savez_compressed if compress else np.savez
+    save(buffer, **arrays)  # type: ignore[arg-type]
     atomic_write_bytes(path, buffer.getvalue())
+
+
+def npz_is_compressed(path: Path) -> bool:
+    """Whether any member of the NPZ archive at `path` is deflated."""
+    with zipfile.ZipFile(path) as archive:
+        return any(info.compress_type != zipfile.ZIP_STORED for info in archive.infolist())

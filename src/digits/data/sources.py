@@ -11,6 +11,7 @@ official MNIST (a damaged or repacked file) is a bad cache, fetched again.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import io
@@ -32,7 +33,14 @@ import numpy as np
 import platformdirs
 
 from digits.atomic import atomic_write_text
-from digits.data.readers import NPZ_KEYS, DataFormatError, parse_idx, read_npz, write_npz_atomic
+from digits.data.readers import (
+    NPZ_KEYS,
+    DataFormatError,
+    npz_is_compressed,
+    parse_idx,
+    read_npz,
+    write_npz_atomic,
+)
 
 CACHE_FILE = "mnist.npz"
 SOURCE_FILE = "source.json"
@@ -221,7 +229,9 @@ def array_sha256(arrays: dict[str, np.ndarray]) -> dict[str, str]:
 
 def _write_cache(folder: Path, arrays: dict[str, np.ndarray], source: str) -> Path:
     path = folder / CACHE_FILE
-    write_npz_atomic(path, arrays)
+    # Stored, not deflated: 55 MB instead of 11, read in 0.05 s instead of 0.5 s, and every
+    # training run, evaluation and tuning trial starts by reading it.
+    write_npz_atomic(path, arrays, compress=False)
     # Written after the NPZ: a kill in between leaves a record that no longer matches, and so a
     # cache that is fetched again, never one that is trusted unchecked.
     record = {"source": source, "sha256": array_sha256(arrays)}
@@ -263,8 +273,12 @@ def verify_cache(folder: Path, arrays: dict[str, np.ndarray]) -> None:
 
 
 def _read_cache(folder: Path) -> dict[str, np.ndarray]:
-    arrays = read_npz(folder / CACHE_FILE)
+    path = folder / CACHE_FILE
+    arrays = read_npz(path)
     verify_cache(folder, arrays)
+    if npz_is_compressed(path):  # a cache from before caches were stored uncompressed
+        with contextlib.suppress(OSError):  # (a read-only cache stays as it is)
+            write_npz_atomic(path, arrays, compress=False)
     return arrays
 
 
