@@ -253,6 +253,46 @@ def test_dask_gives_the_answers_of_one_process_in_order(
     assert loads == [str(model.resolve())] * 2
 
 
+def test_a_scheduler_and_a_worker_of_their_own_as_on_two_machines(
+    tmp_path: Path, model: Path, scans: Path
+) -> None:
+    # The two-machine set-up of the README on loopback: `dask scheduler` and `dask worker` as
+    # processes of their own, and the command pointed at the scheduler's address.
+    dask = str(Path(sys.executable).with_name("dask"))
+    address_file = tmp_path / "scheduler.json"
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    started = [
+        subprocess.Popen(
+            [dask, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+             "--scheduler-file", str(address_file)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=environment,
+        )
+    ]  # fmt: skip
+    try:
+        address, deadline = "", time.monotonic() + 60
+        while not address and time.monotonic() < deadline:
+            try:  # written once the scheduler listens
+                address = json.loads(address_file.read_text())["address"]
+            except (OSError, ValueError):
+                time.sleep(0.1)
+        assert address.startswith("tcp://127.0.0.1:")
+        started.append(
+            subprocess.Popen(
+                [dask, "worker", address, "--nworkers", "1", "--nthreads", "1",
+                 "--no-dashboard", "--no-nanny"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=environment,
+            )
+        )  # fmt: skip
+        out = tmp_path / "results.jsonl"
+        result = _out(model, out, scans, options=("--scheduler", address))
+        assert result.exit_code == 1, result.output  # the one broken file
+        assert list(read_results(out)) == _json_answers(model, scans)
+    finally:
+        for process in reversed(started):
+            process.terminate()
+            process.wait(timeout=30)
+
+
 def test_scheduler_local_through_the_command(tmp_path: Path, model: Path, scans: Path) -> None:
     out = tmp_path / "results.csv"
     result = _out(model, out, scans, options=("--scheduler", "local", "--jobs", "1"))

@@ -78,7 +78,7 @@ def test_training_on_kaggle_train_csv(mnist: DigitData, tmp_path: Path) -> None:
             "--model",
             "mlp",
             "--epochs",
-            "3",
+            "5",  # 84 % on test in float32 and bfloat16 alike (3 epochs: 79-81 %)
             "--lr",
             "0.003",
             "--data",

@@ -335,3 +335,15 @@ def test_the_device_is_recorded_in_the_metrics(tmp_path: Path, small_mnist: Digi
     run = fit(_config(model="ann", epochs=1), tmp_path / "cpu", data=small_mnist, device="cpu")
     assert read_metrics(run)["device"] == "cpu"
     assert read_metrics(run)["precision"] in ("fp32", "bf16")
+
+
+@pytest.mark.parametrize("images", [64, 128, 256, 320])
+def test_one_cycle_over_a_handful_of_steps_trains(
+    tmp_path: Path, small_mnist: DigitData, images: int
+) -> None:
+    # 1 to 5 steps in all: torch's one-cycle phases would be empty (a division by zero).
+    config = _config(model="ann", epochs=1, limit=images, schedule="onecycle", val_split=0.0)
+    run = fit(config, tmp_path / "run", data=small_mnist)
+    assert run_state(run) == "finished"
+    lrs = [float(row.split(",")[5]) for row in (run / "history.csv").read_text().splitlines()[1:]]
+    assert lrs and all(0 <= lr <= config.lr for lr in lrs)

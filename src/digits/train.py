@@ -109,9 +109,11 @@ def _make_schedule(
     config: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int
 ) -> torch.optim.lr_scheduler.LRScheduler:
     total = config.epochs * steps_per_epoch
-    if config.schedule == "onecycle":
+    if config.schedule == "onecycle" and total >= 2:
+        # A quarter of the steps warm up; at least 1.5 of them, or torch's phases are empty and
+        # it divides by zero (a one-epoch recipe on a few hundred images, say).
         return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=config.lr, total_steps=total, pct_start=0.25
+            optimizer, max_lr=config.lr, total_steps=total, pct_start=max(0.25, 1.5 / total)
         )
     if config.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
