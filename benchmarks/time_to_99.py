@@ -76,7 +76,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"seed by seed on {result['machine']} (OMP_NUM_THREADS={result['threads']}), after one "
         "short untimed run of each (1 024 images), so that MNIST is in the page cache and the "
         "precision choice of `auto` is made (`digits.precision`: measured once per machine and "
-        "model, 1-3 s of a first run).",
+        "model, 1–3 s of a first run).",
         "",
         "| recipe | seed | wall | of which training | test accuracy | precision |",
         "|---|---:|---:|---:|---:|---|",
@@ -107,7 +107,7 @@ def main() -> None:
                 print(json.dumps(runs[-1]), flush=True)
     result = {
         "machine": machine(),
-        "threads": os.environ.get("OMP_NUM_THREADS", "all cores"),
+        "threads": os.environ.get("OMP_NUM_THREADS", "unset: one per core"),
         "command": "python " + " ".join(["benchmarks/time_to_99.py", *sys.argv[1:]]),
         "runs": runs,
     }

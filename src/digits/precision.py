@@ -2,8 +2,10 @@
 
 bfloat16 autocast is a CPU feature flag away on most current x86 chips, but whether it pays off
 depends on the chip and on the network: on an AMD EPYC with native bfloat16 it made the seed
-convolutions about twice as fast, while on an AVX-512 Xeon with the same flag it made `sprint`'s
-network 1.6 times slower and `speed`'s 1.2 times slower (docs/benchmarks.md, "Time to 99 %").
+convolutions about twice as fast, while on an AVX-512 Xeon with the same flag a training step of
+`sprint`'s and `best`'s networks took 1.2 times as long (docs/benchmarks.md, "Precision on the
+CPU").
+
 So for `precision="auto"` on a CPU with native bfloat16 a few training steps of the very model,
 at the run's batch size, are timed in both precisions; the faster one is kept in
 `precision.json` in the data directory, keyed by CPU, torch version, threads, model and batch

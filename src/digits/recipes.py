@@ -172,9 +172,9 @@ _RECIPES = [
         "at 0.02 with a one-cycle schedule, batch 256, label smoothing 0.1, one epoch on all "
         "60 000 images, no augmentation and no class 'not a digit'; for real handwriting, "
         "`speed`",
-        "99.20 % test, mean of 3 seeds (99.16-99.23 %); about 11 s for the whole `digits "
-        "train` process on 2 Xeon cores where `speed` takes 67-72 s (docs/benchmarks.md, "
-        "'Time to 99 %')",
+        "99.22 % test, mean of 3 seeds (99.21-99.23 %); 10.5-12.9 s for the whole `digits "
+        "train` process on 2 Xeon cores where `speed` takes 66-71 s beside it "
+        "(docs/benchmarks.md, 'Time to 99 %')",
         {
             "model": "fast-cnn",
             "model_args": {"first": 16, "crop": 2},
