@@ -200,12 +200,12 @@ def train_run(
     tuner's pruning signal, say) ends training there and propagates to the caller. `device` is
     one of `digits.devices.DEVICES` ("auto": the best one here).
     """
+    target = resolve_device(device)  # before anything is written: a missing GPU leaves no run
+    group = join(target)  # under torchrun: this process's rank among the trainers
     # torch.optim imports torch's compiler (torch._dynamo, 1.5 s on two cores) on first use:
     # done here in the background, it overlaps loading the data and building the model.
     compiler_import = threading.Thread(target=importlib.import_module, args=("torch._dynamo",))
     compiler_import.start()
-    target = resolve_device(device)  # before anything is written: a missing GPU leaves no run
-    group = join(target)  # under torchrun: this process's rank among the trainers
     out_dir = Path(out_dir)
     if resume:  # the stored config decides what data to load
         # (A directory without a run gets open_for_training's own "nothing to resume".)
