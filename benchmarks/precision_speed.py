@@ -56,7 +56,8 @@ def main() -> None:
         f"One training step (forward, backward, update) at the recipe's batch size, shortest of "
         f"{args.rounds} rounds of 3 timed steps, float32 and bfloat16 autocast in turn, on "
         f"{machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}. `auto` "
-        f"takes bfloat16 only below {100 * BF16_MARGIN:.0f} % of float32's time (digits.precision).",
+        f"takes bfloat16 only below {100 * BF16_MARGIN:.0f} % of float32's time "
+        "(digits.precision).",
         "",
         "| model | batch | float32 | bfloat16 | bf16 / fp32 | auto picks |",
         "|---|---:|---:|---:|---:|---|",
