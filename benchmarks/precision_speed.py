@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from digits.models import create_model  # noqa: E402
-from digits.precision import BF16_MARGIN, step_seconds  # noqa: E402
+from digits.precision import BF16_MARGIN, both_step_seconds, pick  # noqa: E402
 from digits.recipes import get_recipe  # noqa: E402
 from docs_section import replace_section  # noqa: E402
 from ood_digits import machine, wrap  # noqa: E402
@@ -65,14 +65,10 @@ def main() -> None:
     for label, (model_name, model_args, batch) in cases.items():
         model = create_model(model_name, **model_args)
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-        fp32 = bf16 = float("inf")
-        for _ in range(args.rounds):
-            fp32 = min(fp32, step_seconds(model, batch, bf16=False))
-            bf16 = min(bf16, step_seconds(model, batch, bf16=True))
-        pick = "bf16" if bf16 < BF16_MARGIN * fp32 else "fp32"
+        fp32, bf16 = both_step_seconds(model, batch, args.rounds)
         lines.append(
             f"| {label} | {batch} | {1000 * fp32:.1f} ms | {1000 * bf16:.1f} ms | "
-            f"{bf16 / fp32:.2f} | {pick} |"
+            f"{bf16 / fp32:.2f} | {pick(fp32, bf16)} |"
         )
         print(lines[-1], flush=True)
     command = "python benchmarks/precision_speed.py " + " ".join(sys.argv[1:])

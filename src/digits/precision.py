@@ -83,6 +83,21 @@ def step_seconds(model: nn.Module, batch_size: int, bf16: bool) -> float:
     return best
 
 
+def both_step_seconds(model: nn.Module, batch_size: int, rounds: int = 2) -> tuple[float, float]:
+    """The shortest float32 and bfloat16 steps over `rounds` rounds, the two taken in turn so
+    that a burst of load elsewhere hits both."""
+    fp32 = bf16 = float("inf")
+    for _ in range(rounds):
+        fp32 = min(fp32, step_seconds(model, batch_size, bf16=False))
+        bf16 = min(bf16, step_seconds(model, batch_size, bf16=True))
+    return fp32, bf16
+
+
+def pick(fp32: float, bf16: float) -> str:
+    """'bf16' when its step is clearly the shorter, else 'fp32'."""
+    return "bf16" if bf16 < BF16_MARGIN * fp32 else "fp32"
+
+
 def faster_on_cpu(model: nn.Module, model_key: str, batch_size: int) -> bool:
     """True when bfloat16 autocast trains `model` faster than float32 on this CPU: read from
     the cache, or measured (float32 and bfloat16 in turn, twice) and cached."""
@@ -91,11 +106,7 @@ def faster_on_cpu(model: nn.Module, model_key: str, batch_size: int) -> bool:
     cached = _read_cache(path).get(key)
     if cached in ("bf16", "fp32"):
         return cached == "bf16"
-    fp32 = bf16 = float("inf")
-    for _ in range(2):  # in turn, so that a burst of load elsewhere hits both
-        fp32 = min(fp32, step_seconds(model, batch_size, bf16=False))
-        bf16 = min(bf16, step_seconds(model, batch_size, bf16=True))
-    chosen = "bf16" if bf16 < BF16_MARGIN * fp32 else "fp32"
+    chosen = pick(*both_step_seconds(model, batch_size))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         values = _read_cache(path)  # re-read: another run may have added its own key
